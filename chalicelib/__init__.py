@@ -1,0 +1,1 @@
+"""The core of sfn-pauser: everything app.py wires together."""

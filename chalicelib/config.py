@@ -1,0 +1,73 @@
+"""Configuration, parsed once from the environment into a typed object.
+
+Every knob is documented in the README's configuration table. A missing or
+malformed variable raises :class:`ConfigurationError` naming the variable.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from chalicelib.errors import ConfigurationError
+
+DEFAULT_MAINTENANCE_CACHE_SECONDS = 10.0
+DEFAULT_RESUME_CONCURRENCY = 16
+CONTROL_FOLDER = "_sfn-pauser"
+
+T = TypeVar("T", int, float)
+
+
+def normalise_prefix(prefix: str) -> str:
+    """``""`` stays empty; anything else gets exactly one trailing slash and no leading one.
+
+    >>> [normalise_prefix(p) for p in ("", "tokens", "tokens/", "/a//b/")]
+    ['', 'tokens/', 'tokens/', 'a/b/']
+    """
+    parts = [part for part in prefix.split("/") if part]
+    return "/".join(parts) + "/" if parts else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    prefix: str = ""
+    maintenance_cache_seconds: float = DEFAULT_MAINTENANCE_CACHE_SECONDS
+    resume_concurrency: int = DEFAULT_RESUME_CONCURRENCY
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        bucket = env.get("Bucket", "").strip()
+        if not bucket:
+            raise ConfigurationError("Bucket: environment variable is required (an S3 bucket name)")
+        return cls(
+            bucket=bucket,
+            prefix=normalise_prefix(env.get("Prefix", "")),
+            maintenance_cache_seconds=_number(
+                env, "MaintenanceCacheSeconds", DEFAULT_MAINTENANCE_CACHE_SECONDS, float, 0
+            ),
+            resume_concurrency=_number(env, "ResumeConcurrency", DEFAULT_RESUME_CONCURRENCY, int, 1),
+            log_level=_log_level(env),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: T, kind: type[T], minimum: T) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}: expected a {kind.__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name}: expected at least {minimum}, got {raw!r}")
+    return value
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = env.get("LogLevel", "").strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigurationError(f"LogLevel: expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return level

@@ -1,0 +1,58 @@
+"""Errors that name the problem.
+
+Each error's class name is what a caller sees: Step Functions records it as the
+Task's error when the task handler raises, and Chalice returns it as the ``Code``
+of an HTTP error body. So the names are part of the contract, and each one
+derives from the Chalice view error that carries the right HTTP status.
+"""
+
+from chalice import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+
+
+class InvalidInput(BadRequestError):
+    """A field of an event or request body is missing, mistyped or malformed."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class MissingField(InvalidInput):
+    def __init__(self, field: str, expected: str) -> None:
+        super().__init__(field, f"is required ({expected})")
+
+
+class InvalidField(InvalidInput):
+    pass
+
+
+class UnknownField(InvalidInput):
+    def __init__(self, fields: list[str], known: list[str]) -> None:
+        super().__init__(
+            ", ".join(sorted(fields)),
+            f"unknown field(s); expected only {', '.join(sorted(known))}",
+        )
+
+
+class InvalidArn(InvalidField):
+    pass
+
+
+class NotStandardWorkflow(InvalidField):
+    """Express workflows cannot wait for a task token, so they cannot be paused."""
+
+
+class StateMachineNotFound(NotFoundError):
+    pass
+
+
+class StateMachineNotAllowed(ForbiddenError):
+    pass
+
+
+class MaintenanceIsOn(ConflictError):
+    pass
+
+
+class ConfigurationError(Exception):
+    """An environment variable is missing or malformed; the message names it."""

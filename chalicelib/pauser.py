@@ -1,0 +1,115 @@
+"""The checkpoint: hold the execution while maintenance is on, let it go otherwise."""
+
+import json
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.clients import AwsClients
+from chalicelib.deadline import Deadline
+from chalicelib.events import CheckpointEvent, parse_checkpoint_event, token_from
+from chalicelib.flag import MaintenanceFlag
+from chalicelib.logs import DecisionLog, fingerprint
+from chalicelib.resumer import Resumer
+from chalicelib.store import TokenStore
+
+# AWS limits a SendTaskFailure cause to 32,768 characters.
+_MAX_CAUSE = 32_768
+
+
+class Pauser:
+    def __init__(
+        self,
+        flag: MaintenanceFlag,
+        store: TokenStore,
+        resumer: Resumer,
+        clients: AwsClients,
+        log: DecisionLog,
+        default_region: str | None,
+    ) -> None:
+        self._flag = flag
+        self._store = store
+        self._resumer = resumer
+        self._clients = clients
+        self._log = log
+        self._default_region = default_region
+
+    def handle(self, event: Any, deadline: Deadline) -> dict[str, Any]:
+        """Hold or proceed. Raises on bad input, after failing the Task's own token.
+
+        Raising fails the Task at once under a synchronous ``lambda:invoke``; the
+        explicit SendTaskFailure also covers a state that invokes us with
+        ``InvocationType: Event``, where a raised error would leave it hanging.
+        """
+        try:
+            checkpoint = parse_checkpoint_event(event)
+            if self._flag.is_on(checkpoint.state_machine):
+                return self._hold(checkpoint)
+            self._proceed(checkpoint)
+        except Exception as error:
+            self._fail_own_task(event, error)
+            raise
+        report = self._resumer.resume(checkpoint.state_machine, deadline)
+        self._log.decision(
+            "proceeding",
+            stateMachine=checkpoint.state_machine.unqualified,
+            execution=checkpoint.execution_arn,
+            **report.as_dict(),
+        )
+        return {"status": "proceeding", "resumed_tokens": report.resumed}
+
+    def _hold(self, checkpoint: CheckpointEvent) -> dict[str, Any]:
+        key = self._store.save(checkpoint)
+        self._log.decision(
+            "paused",
+            stateMachine=checkpoint.state_machine.unqualified,
+            execution=checkpoint.execution_arn,
+            key=key,
+            token=fingerprint(checkpoint.task_token),
+        )
+        return {"status": "maintenance", "saved_token_key": key}
+
+    def _proceed(self, checkpoint: CheckpointEvent) -> None:
+        output = checkpoint.input if checkpoint.has_input else {}
+        sfn = self._clients.sfn(checkpoint.state_machine.region)
+        sfn.send_task_success(taskToken=checkpoint.task_token, output=_json(output))
+
+    def _fail_own_task(self, event: Any, error: Exception) -> None:
+        token = token_from(event)
+        if token is None:
+            return
+        region = _region_of(event) or self._default_region
+        cause = redact(str(error), token)[:_MAX_CAUSE]
+        self._log.decision(
+            "rejected",
+            logging.ERROR,
+            error=type(error).__name__,
+            cause=cause,
+            token=fingerprint(token),
+        )
+        if region is None:
+            return
+        try:
+            self._clients.sfn(region).send_task_failure(
+                taskToken=token, error=type(error).__name__, cause=cause
+            )
+        except (ClientError, BotoCoreError) as failure:
+            # The raise that follows still fails a synchronous Task.
+            self._log.decision("fail-own-task-failed", logging.WARNING, error=str(type(failure).__name__))
+
+
+def redact(text: str, token: str) -> str:
+    """Replace any copy of the token (AWS errors may echo it) with its fingerprint."""
+    return text.replace(token, fingerprint(token)) if token else text
+
+
+def _region_of(event: Any) -> str | None:
+    arn = event.get("stateMachineArn") if isinstance(event, dict) else None
+    if isinstance(arn, str) and arn.count(":") >= 4 and arn.startswith("arn:"):
+        return arn.split(":")[3] or None
+    return None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

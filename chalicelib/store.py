@@ -1,0 +1,200 @@
+"""The token store: held tasks as S3 objects ``{Prefix}{StateMachineName}/{UUID}.json``.
+
+A held task is any object whose name, directly inside a state machine's folder,
+is a UUID followed by ``.json``. New keys are UUIDv7, so listing order is pause
+order; keys written by the original SfnPauser (UUID4) are read the same way.
+Anything else (bookkeeping, quarantine, audit) lives under ``{Prefix}_sfn-pauser/``
+and is never taken for a token.
+"""
+
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.events import CheckpointEvent
+
+CONTROL_FOLDER = "_sfn-pauser"
+_TOKEN_NAME = re.compile(
+    r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json",
+    re.IGNORECASE,
+)
+
+
+def new_token_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits.
+
+    Hand-written because ``uuid.uuid7`` arrives only in Python 3.14 and the
+    runtime carries no third-party UUID package; it is a few lines of bit layout.
+    """
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def paused_at_of(token_id: str) -> datetime | None:
+    """The pause time a UUIDv7 key carries, or None for another UUID version."""
+    parsed = uuid.UUID(token_id)
+    if parsed.version != 7:
+        return None
+    return datetime.fromtimestamp((parsed.int >> 80) / 1000, tz=UTC)
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """UTC ISO 8601 with milliseconds and ``Z``, e.g. ``2023-12-01T12:34:56.789Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class HeldKey:
+    """A held task as the listing shows it, without reading its body."""
+
+    key: str
+    paused_at: datetime
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    key: str
+    task_token: str = field(repr=False)
+    timestamp: str
+    execution_arn: str | None = None
+    state_machine_arn: str | None = None
+    has_input: bool = False
+    input: Any = None
+
+    @property
+    def output(self) -> str:
+        """What resuming sends as the Task's output: the saved input, or ``{}``."""
+        return json.dumps(self.input if self.has_input else {}, separators=(",", ":"))
+
+
+class UnreadableHeldTask(Exception):
+    """A token-named object whose body is not a held task (no usable ``taskToken``)."""
+
+
+class TokenStore:
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def folder(self, machine_name: str) -> str:
+        return f"{self.prefix}{machine_name}/"
+
+    def control_key(self, *parts: str) -> str:
+        return self.prefix + "/".join((CONTROL_FOLDER, *parts))
+
+    def save(self, event: CheckpointEvent, now: datetime | None = None) -> str:
+        """Write the held task and return its key. Never overwrites an object."""
+        now = now or datetime.now(UTC)
+        token_id = new_token_id(int(now.timestamp() * 1000))
+        key = f"{self.folder(event.state_machine.name)}{token_id}.json"
+        body: dict[str, Any] = {
+            "taskToken": event.task_token,
+            "timestamp": iso_timestamp(now),
+            "stateMachineArn": str(event.state_machine),
+            "region": event.state_machine.region,
+        }
+        if event.execution_arn:
+            body["executionArn"] = event.execution_arn
+        if event.has_input:
+            body["input"] = event.input
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(body, separators=(",", ":")).encode(),
+            ContentType="application/json",
+            IfNoneMatch="*",
+        )
+        return key
+
+    def held(self, machine_name: str) -> Iterator[HeldKey]:
+        """The machine's held tasks, oldest first within each page of 1,000.
+
+        New (UUIDv7) keys list in pause order across pages too; a legacy UUID4
+        key is placed by its LastModified within its page.
+        """
+        paginator = self._s3.get_paginator("list_objects_v2")
+        folder = self.folder(machine_name)
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/"):
+            found = []
+            for item in page.get("Contents", []):
+                match = _TOKEN_NAME.fullmatch(item["Key"][len(folder) :])
+                if match is None:
+                    continue
+                paused_at = paused_at_of(match["id"]) or item["LastModified"]
+                found.append(HeldKey(item["Key"], paused_at, item.get("ETag", "")))
+            yield from sorted(found, key=lambda held: (held.paused_at, held.key))
+
+    def machines(self) -> Iterator[str]:
+        """Names of the state machines whose folders exist (hold or held tokens)."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(self.prefix) :].rstrip("/")
+                if name != CONTROL_FOLDER:
+                    yield name
+
+    def load(self, key: str) -> HeldTask | None:
+        """Read a held task; None when it is already gone (another resumer took it)."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        raw = response["Body"].read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise UnreadableHeldTask(f"{key}: body is not JSON") from None
+        if not isinstance(body, dict):
+            raise UnreadableHeldTask(f"{key}: body is not a JSON object")
+        token = body.get("taskToken")
+        if not isinstance(token, str) or not token:
+            raise UnreadableHeldTask(f"{key}: body has no taskToken string")
+        execution_arn = body.get("executionArn")
+        state_machine_arn = body.get("stateMachineArn")
+        return HeldTask(
+            key=key,
+            task_token=token,
+            timestamp=str(body.get("timestamp", "")),
+            execution_arn=execution_arn if isinstance(execution_arn, str) else None,
+            state_machine_arn=state_machine_arn if isinstance(state_machine_arn, str) else None,
+            has_input="input" in body,
+            input=body.get("input"),
+        )
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def quarantine(self, key: str, reason: str, machine_name: str) -> str:
+        """Move a held task we can no longer act on aside, with the reason, for operators."""
+        name = key.rsplit("/", 1)[-1]
+        target = self.control_key("quarantine", machine_name, name)
+        original = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        record = {
+            "reason": reason,
+            "quarantinedAt": iso_timestamp(datetime.now(UTC)),
+            "originalKey": key,
+            "original": original.decode("utf-8", errors="replace"),
+        }
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=target,
+            Body=json.dumps(record).encode(),
+            ContentType="application/json",
+        )
+        self.delete(key)
+        return target
