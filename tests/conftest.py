@@ -1,0 +1,140 @@
+"""Shared fixtures: moto as the whole of AWS, the Chalice test client, real workflows."""
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from tests.harness import (
+    ACCOUNT,
+    MOTO_CONFIG,
+    REGION,
+    ROOT,
+    create_pauser_function,
+    definition,
+    route_lambda_to,
+    wait_until,
+)
+
+os.environ.update(
+    AWS_DEFAULT_REGION=REGION,
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+import app as chalice_app  # noqa: E402  (the environment above must come first)
+
+STAGE = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
+BUCKET = STAGE["environment_variables"]["Bucket"]
+PREFIX = STAGE["environment_variables"]["Prefix"]
+
+
+@dataclass
+class Aws:
+    s3: Any
+    sfn: Any
+    lambda_: Any
+    iam: Any
+
+
+@pytest.fixture
+def aws() -> Iterator[Aws]:
+    with mock_aws(config=MOTO_CONFIG):
+        yield Aws(
+            s3=boto3.client("s3", region_name=REGION),
+            sfn=boto3.client("stepfunctions", region_name=REGION),
+            lambda_=boto3.client("lambda", region_name=REGION),
+            iam=boto3.client("iam", region_name=REGION),
+        )
+
+
+@pytest.fixture
+def bucket(aws: Aws) -> str:
+    aws.s3.create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    # Each test gets fresh services (and so fresh flag caches) for its fresh moto.
+    chalice_app._services.clear()
+    with Client(chalice_app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
+        yield test_client
+    chalice_app._services.clear()
+
+
+@pytest.fixture
+def routed_lambda(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's Lambda backend now runs our Chalice handler for real."""
+    monkeypatch.setattr(
+        LambdaSimpleBackend,
+        "invoke",
+        route_lambda_to(lambda name, event: client.lambda_.invoke(name.split("sfn-pauser-dev-")[-1], event).payload),
+    )
+
+
+class Workflow:
+    """A real state machine from examples/, executed by moto, wired to the pauser."""
+
+    def __init__(self, aws: Aws, arn: str) -> None:
+        self.aws = aws
+        self.arn = arn
+        self.name = arn.rsplit(":", 1)[-1]
+        self._count = 0
+
+    def start(self, payload: Any = None) -> str:
+        self._count += 1
+        return self.aws.sfn.start_execution(
+            stateMachineArn=self.arn,
+            name=f"run-{self._count}",  # moto names every unnamed execution "None"
+            input=json.dumps({} if payload is None else payload),
+        )["executionArn"]
+
+    def status(self, execution_arn: str) -> str:
+        return self.aws.sfn.describe_execution(executionArn=execution_arn)["status"]
+
+    def wait_for(self, execution_arn: str, status: str, timeout: float = 15.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            described = self.aws.sfn.describe_execution(executionArn=execution_arn)
+            return described if described["status"] == status else None
+
+        return wait_until(reached, timeout=timeout, what=f"{execution_arn} to be {status}")
+
+    def held_keys(self) -> list[str]:
+        listed = self.aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}{self.name}/")
+        return [item["Key"] for item in listed.get("Contents", [])]
+
+    def wait_held(self, count: int, timeout: float = 15.0) -> list[str]:
+        return wait_until(
+            lambda: (keys := self.held_keys()) and len(keys) == count and keys,
+            timeout=timeout,
+            what=f"{count} held token(s)",
+        )
+
+    def maintenance(self, value: str | None) -> None:
+        """Set the Maintenance tag as an operator would with the AWS CLI (None removes it)."""
+        if value is None:
+            self.aws.sfn.untag_resource(resourceArn=self.arn, tagKeys=["Maintenance"])
+        else:
+            self.aws.sfn.tag_resource(resourceArn=self.arn, tags=[{"key": "Maintenance", "value": value}])
+
+
+@pytest.fixture
+def workflow(aws: Aws, bucket: str, routed_lambda: None) -> Workflow:
+    function_arn = create_pauser_function(aws.iam, aws.lambda_)
+    arn = aws.sfn.create_state_machine(
+        name="Orders",
+        definition=definition(function_arn),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/states-role",
+    )["stateMachineArn"]
+    return Workflow(aws, arn)
