@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from chalice.cli.factory import CLIFactory
 from chalice.test import Client
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -32,7 +33,7 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
-import app as chalice_app  # noqa: E402  (the environment above must come first)
+import app as chalice_app
 
 STAGE = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
 BUCKET = STAGE["environment_variables"]["Bucket"]
@@ -64,8 +65,20 @@ def bucket(aws: Aws) -> str:
     return BUCKET
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stage_env(**variables): override the dev stage's environment variables for one test"
+    )
+
+
 @pytest.fixture
-def client() -> Iterator[Client]:
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """The Chalice test client on the dev stage, with any ``stage_env`` overrides applied."""
+    marker = request.node.get_closest_marker("stage_env")
+    if marker is not None:
+        project = json.loads((ROOT / ".chalice" / "config.json").read_text())
+        project["stages"]["dev"]["environment_variables"].update(marker.kwargs)
+        monkeypatch.setattr(CLIFactory, "load_project_config", lambda self: project)
     # Each test gets fresh services (and so fresh flag caches) for its fresh moto.
     chalice_app._services.clear()
     with Client(chalice_app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
@@ -76,11 +89,11 @@ def client() -> Iterator[Client]:
 @pytest.fixture
 def routed_lambda(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """moto's Lambda backend now runs our Chalice handler for real."""
-    monkeypatch.setattr(
-        LambdaSimpleBackend,
-        "invoke",
-        route_lambda_to(lambda name, event: client.lambda_.invoke(name.split("sfn-pauser-dev-")[-1], event).payload),
-    )
+
+    def run_handler(function_name: str, event: object) -> object:
+        return client.lambda_.invoke(function_name.removeprefix("sfn-pauser-dev-"), event).payload
+
+    monkeypatch.setattr(LambdaSimpleBackend, "invoke", route_lambda_to(run_handler))
 
 
 class Workflow:
