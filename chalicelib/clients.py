@@ -1,7 +1,8 @@
 """boto3 clients, created on first use and shared (low-level clients are thread-safe).
 
 Step Functions calls go to the region named in the state machine ARN, so there
-is one ``stepfunctions`` client per region. Retries are botocore's ``standard``
+is one ``stepfunctions`` client per region, and one send limiter per region (the
+SendTask* quota is per account and region). Retries are botocore's ``standard``
 mode: throttling and 5xx errors back off and retry without a hand-written loop.
 """
 
@@ -11,10 +12,19 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from chalicelib.limiter import AimdLimiter
+
 
 class AwsClients:
-    def __init__(self, max_pool_connections: int = 16, session: Any = None) -> None:
+    def __init__(
+        self,
+        max_pool_connections: int = 16,
+        session: Any = None,
+        send_rate_cap: float | None = None,
+    ) -> None:
         self._session = session or boto3.session.Session()
+        self._send_rate_cap = send_rate_cap or None
+        self.limiters: dict[str, AimdLimiter] = {}
         self._config = Config(
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=max(10, max_pool_connections),
@@ -30,9 +40,16 @@ class AwsClients:
     def sfn(self, region: str) -> Any:
         return self._client("stepfunctions", region)
 
+    def lambda_(self) -> Any:
+        return self._client("lambda", None)
+
     def _client(self, service: str, region: str | None) -> Any:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self._session.client(service, region_name=region, config=self._config)
+                client = self._session.client(service, region_name=region, config=self._config)
+                if service == "stepfunctions" and region is not None:
+                    self.limiters[region] = AimdLimiter(max_rate=self._send_rate_cap)
+                    self.limiters[region].attach(client)
+                self._clients[key] = client
             return self._clients[key]

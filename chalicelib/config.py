@@ -35,6 +35,7 @@ class Settings:
     maintenance_cache_seconds: float = DEFAULT_MAINTENANCE_CACHE_SECONDS
     resume_concurrency: int = DEFAULT_RESUME_CONCURRENCY
     log_level: str = "INFO"
+    resume_rate_limit: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -50,6 +51,7 @@ class Settings:
             ),
             resume_concurrency=_number(env, "ResumeConcurrency", DEFAULT_RESUME_CONCURRENCY, int, 1),
             log_level=_log_level(env),
+            resume_rate_limit=_number(env, "ResumeRateLimit", 0.0, float, 0.0),
         )
 
 

@@ -28,7 +28,10 @@ class Services:
     def build(
         cls, settings: Settings, logger: logging.Logger, clients: AwsClients | None = None
     ) -> "Services":
-        clients = clients or AwsClients(max_pool_connections=settings.resume_concurrency)
+        clients = clients or AwsClients(
+            max_pool_connections=settings.resume_concurrency,
+            send_rate_cap=settings.resume_rate_limit,
+        )
         log = DecisionLog(logger)
         store = TokenStore(clients.s3(), settings.bucket, settings.prefix)
         flag = MaintenanceFlag(clients, settings.maintenance_cache_seconds)

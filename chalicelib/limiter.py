@@ -1,0 +1,115 @@
+"""Pacing SendTaskSuccess/Failure/Heartbeat to the account's quota, learned from throttling.
+
+Those three calls share one token bucket (3,000 burst, 500/s in the large
+regions; 100/s or less in some accounts). The resumer is not told the quota:
+throttling responses are the signal. botocore's ``adaptive`` retry mode does
+this with a CUBIC limiter, but measured against a 100/s bucket with 32 threads
+it collapses to about 10% after a few dozen throttles (shared/DESIGN.md §2; our
+figure is in the README, from ``python3 dev.py bench``). So botocore's
+``standard`` mode keeps doing the retries, and this limiter only paces attempts:
+it hooks ``before-send`` (wait for a slot) and ``needs-retry`` (learn from the
+answer) on the Step Functions client.
+
+The rule is additive increase, multiplicative decrease: grow the rate while
+calls succeed (doubling per second until the first throttle, then a few percent
+per second), and on a throttle drop to ``BACKOFF`` times the rate actually achieved.
+At most one decrease per ``COOLDOWN`` seconds, since calls already in flight
+report the same congestion.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+PACED_OPERATIONS = ("SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat")
+THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
+
+
+class AimdLimiter:
+    BACKOFF = 0.8
+    COOLDOWN = 0.5
+    HEADROOM = 1.1
+    GROWTH = 0.1  # of the rate at the last throttle, per second, once throttled
+
+    def __init__(
+        self,
+        initial_rate: float = 50.0,
+        max_rate: float | None = None,
+        min_rate: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._max_rate = max_rate or float("inf")
+        self._min_rate = min_rate
+        self._rate = min(initial_rate, self._max_rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = clock()
+        self._last_decrease = float("-inf")
+        self._rate_at_throttle: float | None = None
+        self._successes: deque[float] = deque()
+        self.throttles = 0
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def acquire(self) -> None:
+        """Wait for the next slot at the current rate."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / self._rate
+        if slot > now:
+            self._sleep(slot - now)
+
+    def on_success(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._successes.append(now)
+            while self._successes and self._successes[0] < now - 1.0:
+                self._successes.popleft()
+            if self._rate_at_throttle is None:
+                step = 1.0  # slow start: one more per second per success, doubling per second
+            else:
+                step = self.GROWTH * self._rate_at_throttle / self._rate
+            self._rate = min(self._max_rate, self._rate + step)
+
+    def on_throttle(self) -> None:
+        with self._lock:
+            self.throttles += 1
+            now = self._clock()
+            if now - self._last_decrease < self.COOLDOWN:
+                return
+            self._last_decrease = now
+            # After a pause in sending the rate may have grown far past what was
+            # achieved; decrease from what the quota actually let through.
+            achieved = len([t for t in self._successes if t >= now - 1.0])
+            basis = min(self._rate, max(achieved * self.HEADROOM, self._min_rate))
+            self._rate_at_throttle = basis
+            self._rate = max(self._min_rate, basis * self.BACKOFF)
+            self._next_slot = max(self._next_slot, now + 1.0 / self._rate)
+
+    def attach(self, client: Any) -> None:
+        """Pace ``client``'s SendTask* calls; run before other before-send hooks."""
+        events = client.meta.events
+        service = client.meta.service_model.service_id.hyphenize()
+        for operation in PACED_OPERATIONS:
+            events.register_first(f"before-send.{service}.{operation}", self._before_send)
+            events.register_first(f"needs-retry.{service}.{operation}", self._observe)
+
+    def _before_send(self, **_: Any) -> None:
+        self.acquire()
+
+    def _observe(self, response: Any = None, **_: Any) -> None:
+        if response is None:
+            return
+        http_response, parsed = response
+        code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        if code in THROTTLE_CODES or getattr(http_response, "status_code", 0) == 429:
+            self.on_throttle()
+        elif 200 <= getattr(http_response, "status_code", 0) < 300:
+            self.on_success()
