@@ -1,14 +1,21 @@
-"""Resuming held tasks: send each saved token's success, then forget it.
+"""Resuming held tasks: in parallel, oldest first, each token sent once, nothing lost.
 
-The rule that matters: a held task is removed from its folder only once its
-outcome is known. SendTaskSuccess succeeded, or AWS said the token can never
-succeed (it is then moved to quarantine with the reason). Any other error
-(throttling after retries, 5xx, timeouts, access denied) leaves it held for the
-next resume.
+The rules that matter:
+- A held task is claimed before it is sent (see :meth:`TokenStore.claim`), so
+  many resumers (every proceeding invocation, the API, the sweep, continuations)
+  can work on one backlog and each token is sent once.
+- It is removed from its folder only once its outcome is known: SendTaskSuccess
+  succeeded, or AWS said the token can never succeed (it then moves to
+  quarantine with the reason). Any other error (throttling after retries, 5xx,
+  timeouts, access denied) releases the claim and leaves it held.
+- Work stops starting when the deadline passes; what is left is ``remaining``.
 """
 
 import logging
-from collections.abc import Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +35,11 @@ DEAD_TOKEN_ERRORS = frozenset({"InvalidToken", "TaskTimedOut", "TaskDoesNotExist
 # leaving the execution to hang until its timeout.
 OUTPUT_ERRORS = frozenset({"InvalidOutput"})
 INVALID_OUTPUT_ERROR = "SfnPauser.InvalidOutput"
+# Deletes of finished tokens and their claims are batched (DeleteObjects takes
+# 1,000 keys); a small batch and a short interval keep the window in which a
+# crash would leave a sent token behind (to be quarantined later) short.
+DELETE_BATCH = 100
+DELETE_INTERVAL_SECONDS = 0.5
 
 
 class Outcome(Enum):
@@ -35,8 +47,9 @@ class Outcome(Enum):
     EXPIRED = "expired"
     FAILED = "failed"
     KEPT = "kept"
-    GONE = "gone"
-    FOREIGN = "foreign"
+    BUSY = "busy"  # claimed by another resumer
+    GONE = "gone"  # already resumed by another resumer
+    SKIPPED = "skipped"  # not this machine's, or not selected
 
 
 @dataclass
@@ -45,6 +58,7 @@ class ResumeReport:
     expired: int = 0
     failed: int = 0
     remaining: int = 0
+    complete: bool = True
 
     def add(self, outcome: Outcome) -> None:
         if outcome is Outcome.RESUMED:
@@ -53,8 +67,12 @@ class ResumeReport:
             self.expired += 1
         elif outcome is Outcome.FAILED:
             self.failed += 1
-        elif outcome is Outcome.KEPT:
+        elif outcome in (Outcome.KEPT, Outcome.BUSY):
             self.remaining += 1
+
+    @property
+    def progressed(self) -> bool:
+        return self.resumed + self.expired + self.failed > 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -63,6 +81,43 @@ class ResumeReport:
             "failed": self.failed,
             "remaining": self.remaining,
         }
+
+
+class _Deletions:
+    """Finished tokens and their claims, deleted in batches from any worker thread."""
+
+    def __init__(self, store: TokenStore, log: DecisionLog) -> None:
+        self._store = store
+        self._log = log
+        self._lock = threading.Lock()
+        self._keys: list[str] = []
+        self._flushed_at = time.monotonic()
+
+    def add(self, *keys: str) -> None:
+        with self._lock:
+            self._keys.extend(keys)
+            due = len(self._keys) >= DELETE_BATCH or (
+                time.monotonic() - self._flushed_at >= DELETE_INTERVAL_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            keys, self._keys = self._keys, []
+            self._flushed_at = time.monotonic()
+        if not keys:
+            return
+        try:
+            failed = self._store.delete_many(keys)
+        except (ClientError, BotoCoreError) as error:
+            failed = keys
+            self._log.decision("delete-failed", logging.WARNING, keys=len(keys), error=_code(error))
+        if failed:
+            # The executions have resumed; a leftover token meets TaskTimedOut on a
+            # later resume and is quarantined, and a leftover claim goes stale and
+            # is cleared by the sweep. Nothing is lost, so log and go on.
+            self._log.decision("delete-failed", logging.WARNING, keys=len(failed))
 
 
 class Resumer:
@@ -77,33 +132,80 @@ class Resumer:
         self._clients = clients
         self._log = log
         self._concurrency = concurrency
+        self._owner = uuid.uuid4().hex[:12]
 
-    def resume(self, machine: StateMachineArn, deadline: Deadline) -> ResumeReport:
-        """Resume the machine's held tasks, oldest first, until done or out of time."""
+    def resume(
+        self,
+        machine: StateMachineArn,
+        deadline: Deadline,
+        *,
+        limit: int | None = None,
+        selected: Callable[[HeldTask], bool] | None = None,
+    ) -> ResumeReport:
+        """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline."""
         report = ResumeReport()
+        deletions = _Deletions(self._store, self._log)
         held = self._store.held(machine.name)
+        started = 0
         in_flight: set[Future[Outcome]] = set()
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
             for item in held:
-                if deadline.expired():
+                if deadline.expired() or (limit is not None and started >= limit):
                     report.remaining += 1
+                    report.complete = False
                     break
-                in_flight.add(pool.submit(self._resume_one, machine, item))
+                started += 1
+                in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected))
                 if len(in_flight) >= self._concurrency:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     _collect(done, report)
             done, _ = wait(in_flight)
             _collect(done, report)
-        report.remaining += _count(held)
+        deletions.flush()
+        if not report.complete:
+            report.remaining += _count(held)
         return report
 
-    def _resume_one(self, machine: StateMachineArn, item: HeldKey) -> Outcome:
+    def _resume_one(
+        self,
+        machine: StateMachineArn,
+        item: HeldKey,
+        deletions: _Deletions,
+        selected: Callable[[HeldTask], bool] | None,
+    ) -> Outcome:
+        try:
+            if selected is not None:
+                # Selective resumes read before claiming, so they do not hold
+                # claims on tokens they will not send.
+                task = self._store.load(item.key)
+                if task is None or not selected(task):
+                    return Outcome.SKIPPED
+            claim = self._store.claim(item.key, self._owner)
+            if claim is None:
+                return Outcome.BUSY
+        except UnreadableHeldTask as error:
+            return self._quarantine_unreadable(machine, item, str(error))
+        except (ClientError, BotoCoreError) as error:
+            self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
+            return Outcome.KEPT
+        try:
+            outcome = self._claimed(machine, item, claim)
+        except Exception:
+            self._release(claim)
+            raise
+        if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED):
+            self._release(claim)
+        elif outcome is Outcome.RESUMED:
+            deletions.add(item.key, claim)
+        else:
+            deletions.add(claim)
+        return outcome
+
+    def _claimed(self, machine: StateMachineArn, item: HeldKey, claim: str) -> Outcome:
         try:
             task = self._store.load(item.key)
         except UnreadableHeldTask as error:
-            self._store.quarantine(item.key, str(error), machine.name)
-            self._log.decision("quarantined", logging.ERROR, key=item.key, reason=str(error))
-            return Outcome.FAILED
+            return self._quarantine_unreadable(machine, item, str(error))
         except (ClientError, BotoCoreError) as error:
             self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
             return Outcome.KEPT
@@ -112,7 +214,7 @@ class Resumer:
         if not _belongs_to(task, machine):
             # Machines of one name in two regions or accounts share a folder (the
             # layout is the seed's); a token is only ever sent to its own machine.
-            return Outcome.FOREIGN
+            return Outcome.SKIPPED
         try:
             return self._send(machine, task)
         except (ClientError, BotoCoreError) as error:
@@ -153,15 +255,24 @@ class Resumer:
                 self._log.decision("failed", logging.ERROR, error=code, **common)
                 return Outcome.FAILED
             raise
-        try:
-            self._store.delete(task.key)
-        except (ClientError, BotoCoreError) as error:
-            # The execution has resumed; the leftover object will meet TaskTimedOut
-            # on the next resume and be quarantined, so nothing is lost either way.
-            self._log.decision("resumed", logging.WARNING, deleteError=_code(error), **common)
-            return Outcome.RESUMED
         self._log.decision("resumed", **common)
         return Outcome.RESUMED
+
+    def _quarantine_unreadable(self, machine: StateMachineArn, item: HeldKey, reason: str) -> Outcome:
+        try:
+            self._store.quarantine(item.key, reason, machine.name)
+        except (ClientError, BotoCoreError) as error:
+            self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
+            return Outcome.KEPT
+        self._log.decision("quarantined", logging.ERROR, key=item.key, reason=reason)
+        return Outcome.FAILED
+
+    def _release(self, claim: str) -> None:
+        try:
+            self._store.delete(claim)
+        except (ClientError, BotoCoreError) as error:
+            # A claim left behind only delays the token until the sweep clears it.
+            self._log.decision("release-failed", logging.WARNING, claim=claim, error=_code(error))
 
 
 def _belongs_to(task: HeldTask, machine: StateMachineArn) -> bool:

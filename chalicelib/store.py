@@ -179,6 +179,59 @@ class TokenStore:
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_many(self, keys: list[str]) -> list[str]:
+        """Delete up to 1,000 keys a request; return the keys S3 could not delete."""
+        failed: list[str] = []
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            response = self._s3.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            failed.extend(error["Key"] for error in response.get("Errors", []))
+        return failed
+
+    # Claims make each held task resumed by one resumer at a time. A claim is a
+    # small object created with If-None-Match: *, which S3 lets exactly one writer
+    # create (the others get 412, or 409 when they race). It is deleted with the
+    # token once the outcome is known, or released when the send must be retried.
+    # A resumer that dies leaves its claim behind; the sweep clears claims older
+    # than their lease, and the token is resumed again.
+
+    def claim_key(self, token_key: str) -> str:
+        machine_name, name = token_key[len(self.prefix) :].rsplit("/", 1)
+        return self.control_key("claims", machine_name, name)
+
+    def claim(self, token_key: str, owner: str, now: datetime | None = None) -> str | None:
+        """Claim a held task for this resumer; None when another resumer holds it."""
+        key = self.claim_key(token_key)
+        body = {"owner": owner, "claimedAt": iso_timestamp(now or datetime.now(UTC))}
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(body).encode(), IfNoneMatch="*")
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            raise
+        return key
+
+    def stale_claims(self, older_than: datetime) -> Iterator[tuple[str, str]]:
+        """(key, ETag) of claims last written before ``older_than``."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.control_key("claims", "")):
+            for item in page.get("Contents", []):
+                if item["LastModified"] < older_than:
+                    yield item["Key"], item["ETag"]
+
+    def drop_claim(self, key: str, etag: str) -> bool:
+        """Delete a stale claim unless it was renewed meanwhile (If-Match)."""
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("PreconditionFailed", "NoSuchKey", "404"):
+                return False
+            raise
+        return True
+
     def quarantine(self, key: str, reason: str, machine_name: str) -> str:
         """Move a held task we can no longer act on aside, with the reason, for operators."""
         name = key.rsplit("/", 1)[-1]
