@@ -7,10 +7,12 @@ import logging
 import threading
 from typing import Any
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 
-from chalicelib.commands import parse_resume, parse_status, parse_switch
+from chalicelib.arns import account_region_of
+from chalicelib.commands import json_body, parse_resume, parse_status, parse_switch
 from chalicelib.config import Settings
+from chalicelib.continuation import parse_continuation
 from chalicelib.deadline import API_GATEWAY_SECONDS, Deadline
 from chalicelib.services import Services
 
@@ -26,9 +28,24 @@ def pauser(event: Any, context: Any) -> dict[str, Any]:
     return get_services().pauser.handle(event, Deadline.for_context(context))
 
 
+@app.lambda_function(name="resumer")
+def resumer(event: Any, context: Any) -> dict[str, Any]:
+    """Carries on a resume that ran out of time (invoked asynchronously by the others)."""
+    machine, generation = parse_continuation(event)
+    report = get_services().drainer.drain(machine, Deadline.for_context(context), generation=generation)
+    return report.as_dict()
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="sweep")
+def sweep(event: Any) -> dict[str, Any]:
+    """Refreshes flag mirrors, lifts expired maintenance, resumes what a lift left behind."""
+    home = account_region_of(getattr(event.context, "invoked_function_arn", "") or "")
+    return get_services().sweeper.sweep(Deadline.for_context(event.context), home).as_dict()
+
+
 @app.route("/maintenance", methods=["POST"])
 def switch_maintenance() -> dict[str, Any]:
-    command = parse_switch(app.current_request.json_body)
+    command = parse_switch(json_body(app.current_request.raw_body))
     return get_services().control.switch(
         command.machine,
         command.enabled,
@@ -47,7 +64,7 @@ def maintenance_status() -> dict[str, Any]:
 
 @app.route("/resume", methods=["POST"])
 def resume_held() -> dict[str, Any]:
-    command = parse_resume(app.current_request.json_body)
+    command = parse_resume(json_body(app.current_request.raw_body))
     return get_services().control.resume(command.machine, force=command.force, deadline=_api_deadline())
 
 

@@ -54,3 +54,25 @@ def parse_state_machine_arn(value: object, field: str = "stateMachineArn") -> St
         shown = value if len(value) <= 200 else value[:200] + "…"
         raise InvalidArn(field, f"{shown!r} is not a state machine ARN; expected one like {_EXAMPLE}")
     return StateMachineArn(**match.groupdict())
+
+
+@dataclass(frozen=True)
+class AccountRegion:
+    partition: str
+    region: str
+    account: str
+
+    def machine(self, name: str) -> StateMachineArn:
+        return StateMachineArn(self.partition, self.region, self.account, name)
+
+
+def account_region_of(function_arn: str) -> AccountRegion | None:
+    """Where a Lambda function runs, from its ARN (``context.invoked_function_arn``).
+
+    >>> account_region_of("arn:aws:lambda:eu-west-1:123456789012:function:f").region
+    'eu-west-1'
+    """
+    parts = function_arn.split(":")
+    if len(parts) < 7 or parts[0] != "arn" or parts[2] != "lambda":
+        return None
+    return AccountRegion(parts[1], parts[3], parts[4])

@@ -36,6 +36,8 @@ class Settings:
     resume_concurrency: int = DEFAULT_RESUME_CONCURRENCY
     log_level: str = "INFO"
     resume_rate_limit: float = 0.0
+    resumer_function: str | None = None
+    heartbeat_held_tasks: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -52,6 +54,8 @@ class Settings:
             resume_concurrency=_number(env, "ResumeConcurrency", DEFAULT_RESUME_CONCURRENCY, int, 1),
             log_level=_log_level(env),
             resume_rate_limit=_number(env, "ResumeRateLimit", 0.0, float, 0.0),
+            resumer_function=env.get("ResumerFunctionName", "").strip() or None,
+            heartbeat_held_tasks=_boolean(env, "HeartbeatHeldTasks"),
         )
 
 
@@ -73,3 +77,12 @@ def _log_level(env: Mapping[str, str]) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigurationError(f"LogLevel: expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
     return level
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ConfigurationError(f"{name}: expected true or false, got {raw!r}")

@@ -1,6 +1,7 @@
 """Maintenance control for operators and CI: switch it, see it, resume what is held."""
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -8,11 +9,11 @@ from botocore.exceptions import ClientError
 
 from chalicelib.arns import StateMachineArn
 from chalicelib.clients import AwsClients
+from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
 from chalicelib.errors import MaintenanceIsOn, NotStandardWorkflow, StateMachineNotFound
-from chalicelib.flag import TAG, TAG_BY, TAG_REASON, TAG_SINCE, MaintenanceFlag
-from chalicelib.resumer import Resumer
-from chalicelib.store import TokenStore, iso_timestamp
+from chalicelib.flag import ALL_TAGS, TAG, TAG_BY, TAG_REASON, TAG_SINCE, TAG_UNTIL, MaintenanceFlag, MaintenanceState
+from chalicelib.store import HeldTask, TokenStore, iso_timestamp
 
 # Tag values allow letters, numbers, spaces and _ . : / = + - @, up to 256 characters.
 _TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
@@ -33,15 +34,17 @@ class MaintenanceControl:
         self,
         flag: MaintenanceFlag,
         store: TokenStore,
-        resumer: Resumer,
+        drainer: Drainer,
         clients: AwsClients,
         cache_seconds: float,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._flag = flag
         self._store = store
-        self._resumer = resumer
+        self._drainer = drainer
         self._clients = clients
         self._cache_seconds = cache_seconds
+        self._now = now
 
     def switch(
         self,
@@ -52,67 +55,97 @@ class MaintenanceControl:
         reason: str | None,
         resume: bool,
         deadline: Deadline,
+        until: datetime | None = None,
     ) -> dict[str, Any]:
-        """Turn maintenance on or off. Off resumes the held executions unless told not to."""
-        self._require_standard(machine)
+        """Turn maintenance on or off. Off resumes the held executions unless told not to.
+
+        The tags are the source of truth (the console shows them); the S3 mirror
+        is written first when switching off, so a task handler that re-checks
+        after saving a token sees the lift before the resume lists the folder.
+        """
+        self.require_standard(machine)
         before = self._flag.read(machine)
         sfn = self._clients.sfn(machine.region)
         if enabled:
-            if not before.on:
-                tags = {TAG: "true", TAG_SINCE: iso_timestamp(datetime.now(UTC)), TAG_BY: tag_value(actor)}
-                if reason:
-                    tags[TAG_REASON] = tag_value(reason)
+            state = MaintenanceState(
+                on=True,
+                since=before.since if before.on else iso_timestamp(self._now()),
+                by=before.by if before.on else tag_value(actor),
+                reason=tag_value(reason) if reason else (before.reason if before.on else None),
+                until=iso_timestamp(until) if until else (before.until if before.on else None),
+            )
+            changed = state != before
+            if changed:
+                tags = {TAG: "true", TAG_SINCE: state.since, TAG_BY: state.by, TAG_REASON: state.reason}
+                tags[TAG_UNTIL] = state.until
                 sfn.tag_resource(
                     resourceArn=machine.unqualified,
-                    tags=[{"key": key, "value": value} for key, value in tags.items()],
+                    tags=[{"key": key, "value": value} for key, value in tags.items() if value],
                 )
+                stale = [key for key, value in tags.items() if not value]
+                if stale:
+                    sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=stale)
+            self._flag.record(machine, state, source="api")
         else:
-            sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=[TAG, TAG_SINCE, TAG_BY, TAG_REASON])
-        self._flag.remember(machine, enabled)
+            changed = before.on
+            self._flag.record(machine, MaintenanceState(on=False), source="api")
+            sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=list(ALL_TAGS))
         result: dict[str, Any] = {
             "stateMachineArn": machine.unqualified,
             "maintenance": enabled,
-            "changed": before.on != enabled,
+            "changed": changed,
         }
         if enabled:
             # Warm task handler containers may act on their cached flag this long.
             result["effectiveWithinSeconds"] = self._cache_seconds
         elif resume:
-            result.update(self._resumer.resume(machine, deadline).as_dict())
+            result.update(self._drainer.drain(machine, deadline, exclusive=False).as_dict())
         return result
 
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
         state = self._flag.read(machine)
         held = list(self._store.held(machine.name))
         oldest = min((item.paused_at for item in held), default=None)
+        quarantined = sum(1 for _ in self._store.quarantined(machine.name))
         return {
             "stateMachineArn": machine.unqualified,
-            "maintenance": state.on,
+            "maintenance": state.effective(self._now()),
             "since": state.since,
             "by": state.by,
             "reason": state.reason,
+            "until": state.until,
             "paused": len(held),
             "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
+            "oldestPausedAgeSeconds": round((self._now() - oldest).total_seconds(), 3) if oldest else None,
+            "quarantined": quarantined,
         }
 
-    def resume(self, machine: StateMachineArn, *, force: bool, deadline: Deadline) -> dict[str, Any]:
-        """Resume what is held; refuses while maintenance is on unless forced."""
-        if self._flag.read(machine).on and not force:
+    def resume(
+        self,
+        machine: StateMachineArn,
+        *,
+        force: bool,
+        deadline: Deadline,
+        limit: int | None = None,
+        selected: Callable[[HeldTask], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Resume what is held, oldest first; refuses while maintenance is on unless forced."""
+        if self._flag.read(machine).effective(self._now()) and not force:
             raise MaintenanceIsOn(
                 f"stateMachineArn: maintenance is on for {machine.unqualified}; "
                 'switch it off first, or send "force": true to resume anyway'
             )
-        return {"stateMachineArn": machine.unqualified, **self._resumer.resume(machine, deadline).as_dict()}
+        report = self._drainer.drain(machine, deadline, exclusive=False, limit=limit, selected=selected)
+        return {"stateMachineArn": machine.unqualified, **report.as_dict()}
 
-    def _require_standard(self, machine: StateMachineArn) -> None:
+    def require_standard(self, machine: StateMachineArn) -> None:
+        """404 for an unknown machine, 400 for an Express one (it can never wait for a token)."""
         sfn = self._clients.sfn(machine.region)
         try:
             described = sfn.describe_state_machine(stateMachineArn=machine.unqualified)
         except ClientError as error:
             if error.response["Error"]["Code"] in ("StateMachineDoesNotExist", "ResourceNotFound"):
-                raise StateMachineNotFound(
-                    f"stateMachineArn: no state machine {machine.unqualified}"
-                ) from None
+                raise StateMachineNotFound(f"stateMachineArn: no state machine {machine.unqualified}") from None
             raise
         if described.get("type") == "EXPRESS":
             raise NotStandardWorkflow(

@@ -7,11 +7,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.clients import AwsClients
+from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
 from chalicelib.events import CheckpointEvent, parse_checkpoint_event, token_from
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.logs import DecisionLog, fingerprint
-from chalicelib.resumer import Resumer
+from chalicelib.metrics import Metrics
 from chalicelib.store import TokenStore
 
 # AWS limits a SendTaskFailure cause to 32,768 characters.
@@ -23,16 +24,18 @@ class Pauser:
         self,
         flag: MaintenanceFlag,
         store: TokenStore,
-        resumer: Resumer,
+        drainer: Drainer,
         clients: AwsClients,
         log: DecisionLog,
+        metrics: Metrics,
         default_region: str | None,
     ) -> None:
         self._flag = flag
         self._store = store
-        self._resumer = resumer
+        self._drainer = drainer
         self._clients = clients
         self._log = log
+        self._metrics = metrics
         self._default_region = default_region
 
     def handle(self, event: Any, deadline: Deadline) -> dict[str, Any]:
@@ -45,21 +48,32 @@ class Pauser:
         try:
             checkpoint = parse_checkpoint_event(event)
             if self._flag.is_on(checkpoint.state_machine):
-                return self._hold(checkpoint)
-            self._proceed(checkpoint)
+                key = self._hold(checkpoint)
+                if self._still_on(checkpoint):
+                    return {"status": "maintenance", "saved_token_key": key}
+                lifted_meanwhile = True
+            else:
+                self._proceed(checkpoint)
+                lifted_meanwhile = False
         except Exception as error:
             self._fail_own_task(event, error)
             raise
-        report = self._resumer.resume(checkpoint.state_machine, deadline)
+        machine = checkpoint.state_machine
+        if lifted_meanwhile:
+            # Maintenance was lifted while this token was being saved: the lifter may
+            # have listed the folder before it existed. Resume it (and any others)
+            # now, without waiting for a lease, so it is not stranded.
+            self._log.decision("lifted-while-saving", stateMachine=machine.unqualified)
+        report = self._drainer.drain(machine, deadline, exclusive=not lifted_meanwhile)
         self._log.decision(
             "proceeding",
-            stateMachine=checkpoint.state_machine.unqualified,
+            stateMachine=machine.unqualified,
             execution=checkpoint.execution_arn,
             **report.as_dict(),
         )
         return {"status": "proceeding", "resumed_tokens": report.resumed}
 
-    def _hold(self, checkpoint: CheckpointEvent) -> dict[str, Any]:
+    def _hold(self, checkpoint: CheckpointEvent) -> str:
         key = self._store.save(checkpoint)
         self._log.decision(
             "paused",
@@ -68,7 +82,16 @@ class Pauser:
             key=key,
             token=fingerprint(checkpoint.task_token),
         )
-        return {"status": "maintenance", "saved_token_key": key}
+        self._metrics.emit(checkpoint.state_machine.name, Paused=1)
+        return key
+
+    def _still_on(self, checkpoint: CheckpointEvent) -> bool:
+        """Re-check the flag after saving; if the check fails, stay held (the sweep is the backstop)."""
+        try:
+            return self._flag.is_on_now(checkpoint.state_machine)
+        except (ClientError, BotoCoreError) as error:
+            self._log.decision("recheck-failed", logging.WARNING, error=type(error).__name__)
+            return True
 
     def _proceed(self, checkpoint: CheckpointEvent) -> None:
         output = checkpoint.input if checkpoint.has_input else {}

@@ -11,6 +11,7 @@ The rules that matter:
 - Work stops starting when the deadline passes; what is left is ``remaining``.
 """
 
+import itertools
 import logging
 import threading
 import time
@@ -40,6 +41,8 @@ INVALID_OUTPUT_ERROR = "SfnPauser.InvalidOutput"
 # crash would leave a sent token behind (to be quarantined later) short.
 DELETE_BATCH = 100
 DELETE_INTERVAL_SECONDS = 0.5
+# A lease outlives its holder's deadline by this much, for the calls in flight.
+LEASE_MARGIN_SECONDS = 30.0
 
 
 class Outcome(Enum):
@@ -58,7 +61,11 @@ class ResumeReport:
     expired: int = 0
     failed: int = 0
     remaining: int = 0
+    throttled: int = 0
     complete: bool = True
+    out_of_time: bool = False  # the deadline, not a limit, stopped the work
+    busy: bool = False  # another resumer holds the machine's lease and is draining it
+    continued: bool = False  # a fresh invocation carries on with the rest
 
     def add(self, outcome: Outcome) -> None:
         if outcome is Outcome.RESUMED:
@@ -74,12 +81,13 @@ class ResumeReport:
     def progressed(self) -> bool:
         return self.resumed + self.expired + self.failed > 0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | bool]:
         return {
             "resumed": self.resumed,
             "expired": self.expired,
             "failed": self.failed,
             "remaining": self.remaining,
+            "continuing": self.continued or self.busy,
         }
 
 
@@ -141,11 +149,41 @@ class Resumer:
         *,
         limit: int | None = None,
         selected: Callable[[HeldTask], bool] | None = None,
+        exclusive: bool = False,
     ) -> ResumeReport:
-        """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline."""
-        report = ResumeReport()
-        deletions = _Deletions(self._store, self._log)
+        """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline.
+
+        With ``exclusive``, work only if this resumer can take the machine's lease:
+        the many proceeding invocations of a busy workflow then leave a backlog to
+        the one that is already draining it, instead of all racing for each claim.
+        """
         held = self._store.held(machine.name)
+        first = next(held, None)
+        if first is None:
+            return ResumeReport()
+        held = itertools.chain([first], held)
+        if not exclusive:
+            return self._resume(machine, held, deadline, limit, selected)
+        lease = self._store.lease(machine.name, self._owner, deadline.remaining() + LEASE_MARGIN_SECONDS)
+        if lease is None:
+            return ResumeReport(remaining=1, complete=False, busy=True)
+        try:
+            return self._resume(machine, held, deadline, limit, selected)
+        finally:
+            self._store.release_lease(lease)
+
+    def _resume(
+        self,
+        machine: StateMachineArn,
+        held: Iterator[HeldKey],
+        deadline: Deadline,
+        limit: int | None,
+        selected: Callable[[HeldTask], bool] | None,
+    ) -> ResumeReport:
+        report = ResumeReport()
+        limiter = self._clients.limiters.get(machine.region)
+        throttles_before = limiter.throttles if limiter else 0
+        deletions = _Deletions(self._store, self._log)
         started = 0
         in_flight: set[Future[Outcome]] = set()
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
@@ -153,6 +191,7 @@ class Resumer:
                 if deadline.expired() or (limit is not None and started >= limit):
                     report.remaining += 1
                     report.complete = False
+                    report.out_of_time = deadline.expired()
                     break
                 started += 1
                 in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected))
@@ -164,6 +203,8 @@ class Resumer:
         deletions.flush()
         if not report.complete:
             report.remaining += _count(held)
+        if limiter is not None:
+            report.throttled = limiter.throttles - throttles_before
         return report
 
     def _resume_one(

@@ -1,4 +1,4 @@
-"""Wiring: one object graph per configuration, built on first use, no AWS call."""
+"""Wiring: one object graph per configuration, built on first use, with no AWS call."""
 
 import logging
 import os
@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 from chalicelib.clients import AwsClients
 from chalicelib.config import Settings
+from chalicelib.continuation import Drainer
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.logs import DecisionLog
 from chalicelib.maintenance import MaintenanceControl
+from chalicelib.metrics import Metrics
 from chalicelib.pauser import Pauser
 from chalicelib.resumer import Resumer
 from chalicelib.store import TokenStore
+from chalicelib.sweep import Sweeper
 
 
 @dataclass(frozen=True)
@@ -21,21 +24,24 @@ class Services:
     store: TokenStore
     flag: MaintenanceFlag
     resumer: Resumer
+    drainer: Drainer
     pauser: Pauser
     control: MaintenanceControl
+    sweeper: Sweeper
 
     @classmethod
-    def build(
-        cls, settings: Settings, logger: logging.Logger, clients: AwsClients | None = None
-    ) -> "Services":
+    def build(cls, settings: Settings, logger: logging.Logger, clients: AwsClients | None = None) -> "Services":
         clients = clients or AwsClients(
             max_pool_connections=settings.resume_concurrency,
             send_rate_cap=settings.resume_rate_limit,
         )
         log = DecisionLog(logger)
+        metrics = Metrics()
         store = TokenStore(clients.s3(), settings.bucket, settings.prefix)
-        flag = MaintenanceFlag(clients, settings.maintenance_cache_seconds)
+        flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds)
         resumer = Resumer(store, clients, log, settings.resume_concurrency)
+        drainer = Drainer(resumer, clients.lambda_, settings.resumer_function, log, metrics)
+        control = MaintenanceControl(flag, store, drainer, clients, settings.maintenance_cache_seconds)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return cls(
             settings=settings,
@@ -43,6 +49,10 @@ class Services:
             store=store,
             flag=flag,
             resumer=resumer,
-            pauser=Pauser(flag, store, resumer, clients, log, region),
-            control=MaintenanceControl(flag, store, resumer, clients, settings.maintenance_cache_seconds),
+            drainer=drainer,
+            pauser=Pauser(flag, store, drainer, clients, log, metrics, region),
+            control=control,
+            sweeper=Sweeper(
+                flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks
+            ),
         )

@@ -7,6 +7,7 @@ Anything else (bookkeeping, quarantine, audit) lives under ``{Prefix}_sfn-pauser
 and is never taken for a token.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -14,14 +15,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.events import CheckpointEvent
 
 CONTROL_FOLDER = "_sfn-pauser"
+# S3 answers a lost If-None-Match race with 412, or 409 while another write is in flight.
+_CONFLICT_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
 _TOKEN_NAME = re.compile(
     r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json",
     re.IGNORECASE,
@@ -179,6 +182,57 @@ class TokenStore:
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
 
+    # Bookkeeping documents (flag mirrors, leases, audit) live under the control
+    # folder, away from the token folders.
+
+    def put_document(self, key: str, body: dict[str, Any], *, create_only: bool = False) -> bool:
+        """Write a JSON document; with ``create_only``, False when it already exists."""
+        extra = {"IfNoneMatch": "*"} if create_only else {}
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps(body, separators=(",", ":")).encode(),
+                ContentType="application/json",
+                **extra,
+            )
+        except ClientError as error:
+            if create_only and error.response["Error"]["Code"] in _CONFLICT_CODES:
+                return False
+            raise
+        return True
+
+    def get_document(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """A JSON document and its ETag, or None when there is none (or it is not JSON)."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        try:
+            body = json.loads(response["Body"].read())
+        except ValueError:
+            return None
+        return (body, response["ETag"]) if isinstance(body, dict) else None
+
+    def delete_if_unchanged(self, key: str, etag: str) -> bool:
+        """Delete unless the object was rewritten since ``etag`` was read (If-Match)."""
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("PreconditionFailed", "NoSuchKey", "404"):
+                return False
+            raise
+        return True
+
+    def list_documents(self, folder_key: str) -> Iterator[tuple[str, datetime, str]]:
+        """(key, LastModified, ETag) of every object below a control folder."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder_key):
+            for item in page.get("Contents", []):
+                yield item["Key"], item["LastModified"], item["ETag"]
+
     def delete_many(self, keys: list[str]) -> list[str]:
         """Delete up to 1,000 keys a request; return the keys S3 could not delete."""
         failed: list[str] = []
@@ -206,31 +260,44 @@ class TokenStore:
         """Claim a held task for this resumer; None when another resumer holds it."""
         key = self.claim_key(token_key)
         body = {"owner": owner, "claimedAt": iso_timestamp(now or datetime.now(UTC))}
-        try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(body).encode(), IfNoneMatch="*")
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return None
-            raise
-        return key
+        return key if self.put_document(key, body, create_only=True) else None
 
     def stale_claims(self, older_than: datetime) -> Iterator[tuple[str, str]]:
         """(key, ETag) of claims last written before ``older_than``."""
-        paginator = self._s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.control_key("claims", "")):
-            for item in page.get("Contents", []):
-                if item["LastModified"] < older_than:
-                    yield item["Key"], item["ETag"]
+        for key, modified, etag in self.list_documents(self.control_key("claims", "")):
+            if modified < older_than:
+                yield key, etag
 
-    def drop_claim(self, key: str, etag: str) -> bool:
-        """Delete a stale claim unless it was renewed meanwhile (If-Match)."""
-        try:
-            self._s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("PreconditionFailed", "NoSuchKey", "404"):
-                return False
-            raise
-        return True
+    def lease(self, machine_name: str, owner: str, seconds: float) -> tuple[str, str] | None:
+        """Take the machine's drain lease for ``seconds``; None while another holder's is live.
+
+        A lease whose holder died is taken over once it has expired: deleted with
+        If-Match (so two takers cannot both delete it) and created anew.
+        """
+        key = self.control_key("leases", f"{machine_name}.json")
+        now = datetime.now(UTC)
+        body = {"owner": owner, "expiresAt": iso_timestamp(now + timedelta(seconds=seconds))}
+        for _ in range(2):
+            if self.put_document(key, body, create_only=True):
+                found = self.get_document(key)
+                return (key, found[1]) if found and found[0].get("owner") == owner else None
+            current = self.get_document(key)
+            if current is None:
+                continue
+            held_until = str(current[0].get("expiresAt", ""))
+            if held_until > iso_timestamp(now) or not self.delete_if_unchanged(key, current[1]):
+                return None
+        return None
+
+    def release_lease(self, lease: tuple[str, str]) -> None:
+        key, etag = lease
+        with contextlib.suppress(ClientError, BotoCoreError):  # else it expires by itself
+            self.delete_if_unchanged(key, etag)
+
+    def quarantined(self, machine_name: str) -> Iterator[str]:
+        """Keys of the machine's quarantined tasks."""
+        for key, _, _ in self.list_documents(self.control_key("quarantine", machine_name, "")):
+            yield key
 
     def quarantine(self, key: str, reason: str, machine_name: str) -> str:
         """Move a held task we can no longer act on aside, with the reason, for operators."""

@@ -185,21 +185,26 @@ def start_moto(port: int, exits: contextlib.ExitStack) -> tuple[str, int]:
 
 
 def route_lambda_to_chalice(stack: contextlib.ExitStack) -> None:
-    """moto's Lambda backend runs the ``pauser`` handler here, through Chalice's test client."""
+    """moto's Lambda backend runs the app's functions here, through Chalice's test client."""
     from chalice.test import Client
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
     import app as chalice_app
     from tests.harness import FUNCTION_NAME, route_lambda_to
+    from tests.moto_fidelity import make_s3_atomic
+
+    make_s3_atomic()
 
     client = stack.enter_context(Client(chalice_app.app, stage_name=STAGE, project_dir=str(ROOT)))
     for handler in chalice_app.app.log.handlers:
         handler.setFormatter(logging.Formatter("  lambda | %(message)s"))
 
+    prefix = FUNCTION_NAME.removesuffix("pauser")
+
     def invoke(name: str, event: Any) -> Any:
-        if name != FUNCTION_NAME:
-            raise LookupError(f"no function {name} in the local stack (only {FUNCTION_NAME})")
-        return client.lambda_.invoke("pauser", event).payload
+        if not name.startswith(prefix):
+            raise LookupError(f"no function {name} in the local stack (only {prefix}*)")
+        return client.lambda_.invoke(name.removeprefix(prefix), event).payload
 
     original = LambdaSimpleBackend.__dict__["invoke"]
     LambdaSimpleBackend.invoke = route_lambda_to(invoke)  # type: ignore[method-assign]
@@ -362,7 +367,8 @@ Resume what is held (409 while maintenance is on, unless "force": true):
   {post.format(path="resume", body=compact({"stateMachineArn": arn}))}
 
 The pauser caches the flag for MaintenanceCacheSeconds={cache}s: an execution that reaches the checkpoint
-that soon after a switch may still see the old state; POST /resume lets anything held go.
+that soon after a switch may still see the old state. A token saved while maintenance was being lifted is
+resumed by the handler's re-check after saving; the scheduled sweep (not run by chalice local) is the backstop.
 Ctrl-C stops everything.
 """
     )
@@ -475,10 +481,9 @@ class Demo:
             raise StackError(f"the output differs from the input: {output} != {payload}")
         say("    output == input: the workflow's data passed through the checkpoint unchanged")
         left = self.held_keys()
-        objects = stack.s3.list_objects_v2(Bucket=stack.bucket).get("KeyCount", 0)
-        say(f"    s3://{stack.bucket}/{stack.folder}: {len(left)} held tokens; bucket: {objects} objects")
-        if left or objects:
-            raise StackError(f"S3 is not empty after the resume: {left or objects}")
+        say(f"    s3://{stack.bucket}/{stack.folder}: {len(left)} held tokens")
+        if left:
+            raise StackError(f"tokens are still held after the resume: {left}")
 
 
 # ---------------------------------------------------------------- main

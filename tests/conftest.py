@@ -23,6 +23,7 @@ from tests.harness import (
     route_lambda_to,
     wait_until,
 )
+from tests.moto_fidelity import make_s3_atomic
 
 os.environ.update(
     AWS_DEFAULT_REGION=REGION,
@@ -50,6 +51,7 @@ class Aws:
 
 @pytest.fixture
 def aws() -> Iterator[Aws]:
+    make_s3_atomic()
     with mock_aws(config=MOTO_CONFIG):
         yield Aws(
             s3=boto3.client("s3", region_name=REGION),

@@ -2,6 +2,7 @@
 
 import io
 import json
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 FUNCTION_NAME = "sfn-pauser-dev-pauser"
+RESUMER_FUNCTION_NAME = "sfn-pauser-dev-resumer"
 # moto runs state machines for real, and its Lambda backend is the in-process stub
 # that tests route to the Chalice handler (shared/DESIGN.md §4).
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
@@ -39,6 +41,7 @@ def definition(function_arn: str) -> str:
 
 
 def create_pauser_function(iam: Any, lambda_: Any) -> str:
+    """Create the app's functions in moto (the pauser and the resumer); return the pauser's ARN."""
     role = iam.create_role(
         RoleName="pauser-role",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
@@ -46,20 +49,25 @@ def create_pauser_function(iam: Any, lambda_: Any) -> str:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("app.py", "def handler(event, context):\n    return event\n")
-    return lambda_.create_function(
-        FunctionName=FUNCTION_NAME,
-        Runtime="python3.11",
-        Role=role,
-        Handler="app.pauser",
-        Code={"ZipFile": archive.getvalue()},
-    )["FunctionArn"]
+    arns = [
+        lambda_.create_function(
+            FunctionName=name,
+            Runtime="python3.11",
+            Role=role,
+            Handler=f"app.{name.rsplit('-', 1)[-1]}",
+            Code={"ZipFile": archive.getvalue()},
+        )["FunctionArn"]
+        for name in (FUNCTION_NAME, RESUMER_FUNCTION_NAME)
+    ]
+    return arns[0]
 
 
 def route_lambda_to(invoke: Callable[[str, Any], Any]) -> Callable[..., bytes]:
     """A stand-in for LambdaSimpleBackend.invoke that runs ``invoke(function_name, event)``.
 
     An exception becomes an unhandled function error, as Lambda reports it, so the
-    Task fails with the exception's type as its error.
+    Task fails with the exception's type as its error. An ``Event`` (asynchronous)
+    invocation runs on a thread of its own and answers at once, as Lambda does.
     """
 
     def fake_invoke(
@@ -67,6 +75,9 @@ def route_lambda_to(invoke: Callable[[str, Any], Any]) -> Callable[..., bytes]:
     ) -> bytes:
         event = json.loads(body) if body else {}
         name = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
+        if (headers or {}).get("X-Amz-Invocation-Type") == "Event":
+            threading.Thread(target=invoke, args=(name, event), daemon=True).start()
+            return b""
         try:
             result = invoke(name, event)
         except Exception as error:

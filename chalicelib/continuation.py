@@ -1,0 +1,96 @@
+"""Draining a backlog of any size: resume within this invocation's budget, then hand on.
+
+When the deadline stops a resume, the rest continues in a fresh asynchronous
+invocation of the ``resumer`` function, which does the same until the backlog
+is empty. A chain stops when an invocation makes no progress (every token
+failed with a retryable error, or another resumer holds them all): the
+scheduled sweep picks the backlog up again a minute later.
+"""
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.deadline import Deadline
+from chalicelib.fields import Fields
+from chalicelib.logs import DecisionLog
+from chalicelib.metrics import Metrics
+from chalicelib.resumer import Resumer, ResumeReport
+from chalicelib.store import HeldTask
+
+# A bound on a chain, so a fault cannot loop forever; at the pauser's 120 s and
+# hundreds of tokens a second this is far beyond any real backlog.
+MAX_GENERATIONS = 1000
+
+
+class Drainer:
+    def __init__(
+        self,
+        resumer: Resumer,
+        lambda_client: Callable[[], Any],
+        resumer_function: str | None,
+        log: DecisionLog,
+        metrics: Metrics,
+    ) -> None:
+        self._resumer = resumer
+        self._lambda_client = lambda_client
+        self._resumer_function = resumer_function
+        self._log = log
+        self._metrics = metrics
+
+    def drain(
+        self,
+        machine: StateMachineArn,
+        deadline: Deadline,
+        *,
+        generation: int = 0,
+        exclusive: bool = True,
+        limit: int | None = None,
+        selected: Callable[[HeldTask], bool] | None = None,
+    ) -> ResumeReport:
+        """Resume now, and continue asynchronously if the deadline cut the work short."""
+        report = self._resumer.resume(machine, deadline, exclusive=exclusive, limit=limit, selected=selected)
+        if report.resumed or report.expired or report.failed or report.throttled:
+            self._metrics.emit(
+                machine.name,
+                Resumed=report.resumed,
+                Expired=report.expired,
+                Failed=report.failed,
+                Throttled=report.throttled,
+                Backlog=report.remaining,
+            )
+        if report.out_of_time and report.progressed:
+            report.continued = self.continue_later(machine, generation + 1)
+        elif report.remaining and not report.progressed and not report.busy:
+            self._log.decision(
+                "stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining
+            )
+        return report
+
+    def continue_later(self, machine: StateMachineArn, generation: int) -> bool:
+        if self._resumer_function is None or generation > MAX_GENERATIONS:
+            return False
+        try:
+            self._lambda_client().invoke(
+                FunctionName=self._resumer_function,
+                InvocationType="Event",
+                Payload=json.dumps({"stateMachineArn": machine.unqualified, "generation": generation}),
+            )
+        except (ClientError, BotoCoreError) as error:
+            # The sweep is the backstop: the backlog is still held, nothing is lost.
+            self._log.decision("continue-failed", logging.WARNING, stateMachine=machine.unqualified, error=str(error))
+            return False
+        self._log.decision("continued", stateMachine=machine.unqualified, generation=generation)
+        return True
+
+
+def parse_continuation(event: object) -> tuple[StateMachineArn, int]:
+    """The ``resumer`` function's event: ``{"stateMachineArn": ARN, "generation": int}``."""
+    fields = Fields(event, what="event")
+    machine = parse_state_machine_arn(fields.string("stateMachineArn"))
+    generation = fields.raw("generation")
+    return machine, generation if isinstance(generation, int) and generation >= 0 else 0
