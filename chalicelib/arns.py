@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from chalicelib.errors import InvalidArn
 
-# Names may not contain white space, brackets, wildcards or " # % \ ^ | ~ ` $ & , ; : /
-# (CreateStateMachine's rules); the same rule keeps a name safe as an S3 key segment.
-_NAME = r"[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}"
+# Names may not contain white space, brackets, wildcards, " # % \ ^ | ~ ` $ & , ; : /
+# or control characters (CreateStateMachine's rules); the same rule keeps a name safe
+# as an S3 key segment. Digits are ASCII only: \d would also match other scripts'.
+_NAME = r"[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f\ufffe\uffff]{1,80}"
 _ARN = re.compile(
     r"arn:(?P<partition>aws(?:-[a-z]+)*)"
-    r":states:(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)"
-    r":(?P<account>\d{12})"
+    r":states:(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+)"
+    r":(?P<account>[0-9]{12})"
     r":stateMachine:(?P<name>" + _NAME + r")"
     r"(?::(?P<qualifier>[A-Za-z0-9_-]{1,128}))?"
 )

@@ -26,7 +26,7 @@ class AwsClients:
         self._send_rate_cap = send_rate_cap or None
         self.limiters: dict[str, AimdLimiter] = {}
         self._config = Config(
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": 3},
             max_pool_connections=max(10, max_pool_connections),
             connect_timeout=5,
             read_timeout=10,

@@ -4,6 +4,7 @@ Every knob is documented in the README's configuration table. A missing or
 malformed variable raises :class:`ConfigurationError` naming the variable.
 """
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,10 +64,13 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: type[T], minimu
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    expected = "a whole number" if kind is int else "a number"
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}: expected a {kind.__name__}, got {raw!r}") from None
+        raise ConfigurationError(f"{name}: expected {expected}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name}: expected {expected}, got {raw!r}")
     if value < minimum:
         raise ConfigurationError(f"{name}: expected at least {minimum}, got {raw!r}")
     return value
@@ -75,7 +79,7 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: type[T], minimu
 def _log_level(env: Mapping[str, str]) -> str:
     level = env.get("LogLevel", "").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigurationError(f"LogLevel: expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        raise ConfigurationError(f"LogLevel: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
     return level
 
 

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.deadline import Deadline
+from chalicelib.errors import InvalidField
 from chalicelib.fields import Fields
 from chalicelib.logs import DecisionLog
 from chalicelib.metrics import Metrics
@@ -63,7 +64,7 @@ class Drainer:
                 Throttled=report.throttled,
                 Backlog=report.remaining,
             )
-        if report.out_of_time and report.progressed:
+        if report.out_of_time and (report.progressed or report.attempted == 0):
             report.continued = self.continue_later(machine, generation + 1)
         elif report.remaining and not report.progressed and not report.busy:
             self._log.decision(
@@ -93,4 +94,8 @@ def parse_continuation(event: object) -> tuple[StateMachineArn, int]:
     fields = Fields(event, what="event")
     machine = parse_state_machine_arn(fields.string("stateMachineArn"))
     generation = fields.raw("generation")
-    return machine, generation if isinstance(generation, int) and generation >= 0 else 0
+    if generation is None:
+        return machine, 0
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        raise InvalidField("generation", f"expected a whole number of at least 0, got {generation!r}")
+    return machine, generation

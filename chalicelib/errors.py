@@ -6,6 +6,7 @@ of an HTTP error body. So the names are part of the contract, and each one
 derives from the Chalice view error that carries the right HTTP status.
 """
 
+from botocore.exceptions import ClientError
 from chalice import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 
 
@@ -56,3 +57,21 @@ class MaintenanceIsOn(ConflictError):
 
 class ConfigurationError(Exception):
     """An environment variable is missing or malformed; the message names it."""
+
+
+_NOT_FOUND = ("StateMachineDoesNotExist", "ResourceNotFound")
+_REJECTED_ARN = ("InvalidArn", "ValidationException")
+_DENIED = ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException")
+
+
+def about_state_machine(error: ClientError, arn: str) -> Exception:
+    """What a Step Functions error about one state machine means to our caller."""
+    code = error.response.get("Error", {}).get("Code", "")
+    if code in _NOT_FOUND:
+        return StateMachineNotFound(f"stateMachineArn: no state machine {arn}")
+    if code in _REJECTED_ARN:
+        message = error.response.get("Error", {}).get("Message", code)
+        return InvalidArn("stateMachineArn", f"AWS rejected {arn}: {message}")
+    if code in _DENIED:
+        return StateMachineNotAllowed(f"stateMachineArn: sfn-pauser's role may not act on {arn} ({code})")
+    return error

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.clients import AwsClients
-from chalicelib.errors import InvalidArn, StateMachineNotFound
+from chalicelib.errors import InvalidArn, about_state_machine
 from chalicelib.store import TokenStore, iso_timestamp
 
 TAG = "Maintenance"
@@ -38,6 +38,21 @@ TAG_BY = "MaintenanceBy"
 TAG_REASON = "MaintenanceReason"
 TAG_UNTIL = "MaintenanceUntil"
 ALL_TAGS = (TAG, TAG_SINCE, TAG_BY, TAG_REASON, TAG_UNTIL)
+
+
+def parse_instant(text: str) -> datetime | None:
+    """An ISO 8601 instant; a date or a time without an offset is taken as UTC.
+
+    >>> parse_instant("2026-11-27T10:00:00+02:00").isoformat()
+    '2026-11-27T08:00:00+00:00'
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def parse_flag(value: str | None) -> bool:
@@ -56,8 +71,9 @@ class MaintenanceState:
     until: str | None = None
 
     def expired(self, now: datetime) -> bool:
-        """True when an ``until`` is recorded and has passed."""
-        return self.on and self.until is not None and self.until <= iso_timestamp(now)
+        """True when an ``until`` is recorded and has passed (an unreadable one never passes)."""
+        until = parse_instant(self.until) if self.until else None
+        return self.on and until is not None and until <= now
 
     def effective(self, now: datetime) -> bool:
         return self.on and not self.expired(now)
@@ -117,11 +133,7 @@ class MaintenanceFlag:
         try:
             response = sfn.list_tags_for_resource(resourceArn=machine.unqualified)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("ResourceNotFound", "StateMachineDoesNotExist"):
-                raise StateMachineNotFound(
-                    f"stateMachineArn: no state machine {machine.unqualified}"
-                ) from None
-            raise
+            raise about_state_machine(error, machine.unqualified) from None
         return MaintenanceState.from_tags({tag["key"]: tag["value"] for tag in response.get("tags", [])})
 
     def refresh(self, machine: StateMachineArn) -> MaintenanceState:

@@ -86,9 +86,11 @@ class AimdLimiter:
                 return
             self._last_decrease = now
             # After a pause in sending the rate may have grown far past what was
-            # achieved; decrease from what the quota actually let through.
+            # achieved; decrease from what the quota actually let through. With no
+            # success in the last second (a first answer, or a long stall), from the rate.
             achieved = len([t for t in self._successes if t >= now - 1.0])
-            basis = min(self._rate, max(achieved * self.HEADROOM, self._min_rate))
+            basis = min(self._rate, achieved * self.HEADROOM) if achieved else self._rate
+            basis = max(basis, self._min_rate)
             self._rate_at_throttle = basis
             self._rate = max(self._min_rate, basis * self.BACKOFF)
             self._next_slot = max(self._next_slot, now + 1.0 / self._rate)

@@ -1,23 +1,35 @@
 """Maintenance control for operators and CI: switch it, see it, resume what is held."""
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.arns import StateMachineArn
 from chalicelib.clients import AwsClients
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
-from chalicelib.errors import MaintenanceIsOn, NotStandardWorkflow, StateMachineNotFound
+from chalicelib.errors import InvalidArn, MaintenanceIsOn, NotStandardWorkflow, about_state_machine
 from chalicelib.flag import ALL_TAGS, TAG, TAG_BY, TAG_REASON, TAG_SINCE, TAG_UNTIL, MaintenanceFlag, MaintenanceState
 from chalicelib.store import HeldTask, TokenStore, iso_timestamp
 
 # Tag values allow letters, numbers, spaces and _ . : / = + - @, up to 256 characters.
 _TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
 _TAG_MAX = 256
+
+
+@functools.cache
+def known_regions(partition: str) -> frozenset[str]:
+    """Step Functions regions in botocore's bundled endpoint data (no AWS call).
+
+    A typo such as ``us-east-7`` is a 400 instead of a connection error; a region
+    newer than the deployed botocore needs a boto3 upgrade.
+    """
+    return frozenset(boto3.session.Session().get_available_regions("stepfunctions", partition_name=partition))
 
 
 def tag_value(text: str) -> str:
@@ -103,6 +115,7 @@ class MaintenanceControl:
         return result
 
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
+        self.require_standard(machine)
         state = self._flag.read(machine)
         held = list(self._store.held(machine.name))
         oldest = min((item.paused_at for item in held), default=None)
@@ -130,6 +143,7 @@ class MaintenanceControl:
         selected: Callable[[HeldTask], bool] | None = None,
     ) -> dict[str, Any]:
         """Resume what is held, oldest first; refuses while maintenance is on unless forced."""
+        self.require_standard(machine)
         if self._flag.read(machine).effective(self._now()) and not force:
             raise MaintenanceIsOn(
                 f"stateMachineArn: maintenance is on for {machine.unqualified}; "
@@ -140,13 +154,16 @@ class MaintenanceControl:
 
     def require_standard(self, machine: StateMachineArn) -> None:
         """404 for an unknown machine, 400 for an Express one (it can never wait for a token)."""
+        if machine.region not in known_regions(machine.partition):
+            raise InvalidArn(
+                "stateMachineArn",
+                f"{machine.region} is not a region of partition {machine.partition} that this sfn-pauser knows",
+            )
         sfn = self._clients.sfn(machine.region)
         try:
             described = sfn.describe_state_machine(stateMachineArn=machine.unqualified)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("StateMachineDoesNotExist", "ResourceNotFound"):
-                raise StateMachineNotFound(f"stateMachineArn: no state machine {machine.unqualified}") from None
-            raise
+            raise about_state_machine(error, machine.unqualified) from None
         if described.get("type") == "EXPRESS":
             raise NotStandardWorkflow(
                 "stateMachineArn",

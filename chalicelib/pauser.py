@@ -47,7 +47,7 @@ class Pauser:
         """
         try:
             checkpoint = parse_checkpoint_event(event)
-            if self._flag.is_on(checkpoint.state_machine):
+            if self._is_on(checkpoint):
                 key = self._hold(checkpoint)
                 if self._still_on(checkpoint):
                     return {"status": "maintenance", "saved_token_key": key}
@@ -64,7 +64,12 @@ class Pauser:
             # have listed the folder before it existed. Resume it (and any others)
             # now, without waiting for a lease, so it is not stranded.
             self._log.decision("lifted-while-saving", stateMachine=machine.unqualified)
-        report = self._drainer.drain(machine, deadline, exclusive=not lifted_meanwhile)
+        try:
+            report = self._drainer.drain(machine, deadline, exclusive=not lifted_meanwhile)
+        except (ClientError, BotoCoreError) as error:
+            # This execution goes on either way; what is held stays held for the sweep.
+            self._log.decision("resume-failed", logging.WARNING, stateMachine=machine.unqualified, error=str(error))
+            return {"status": "proceeding", "resumed_tokens": 0}
         self._log.decision(
             "proceeding",
             stateMachine=machine.unqualified,
@@ -84,6 +89,24 @@ class Pauser:
         )
         self._metrics.emit(checkpoint.state_machine.name, Paused=1)
         return key
+
+    def _is_on(self, checkpoint: CheckpointEvent) -> bool:
+        """The flag; if it cannot be read for a passing reason, hold (the sweep lets it go).
+
+        Holding is the safe side: proceeding into a dependency under maintenance is
+        the failure this product exists to prevent. A machine sfn-pauser may not
+        read is a configuration error, and fails the Task so that it is seen.
+        """
+        try:
+            return self._flag.is_on(checkpoint.state_machine)
+        except (ClientError, BotoCoreError) as error:
+            self._log.decision(
+                "flag-unreadable",
+                logging.WARNING,
+                stateMachine=checkpoint.state_machine.unqualified,
+                error=type(error).__name__,
+            )
+            return True
 
     def _still_on(self, checkpoint: CheckpointEvent) -> bool:
         """Re-check the flag after saving; if the check fails, stay held (the sweep is the backstop)."""
@@ -114,9 +137,7 @@ class Pauser:
         if region is None:
             return
         try:
-            self._clients.sfn(region).send_task_failure(
-                taskToken=token, error=type(error).__name__, cause=cause
-            )
+            self._clients.sfn(region).send_task_failure(taskToken=token, error=type(error).__name__, cause=cause)
         except (ClientError, BotoCoreError) as failure:
             # The raise that follows still fails a synchronous Task.
             self._log.decision("fail-own-task-failed", logging.WARNING, error=str(type(failure).__name__))
@@ -124,7 +145,8 @@ class Pauser:
 
 def redact(text: str, token: str) -> str:
     """Replace any copy of the token (AWS errors may echo it) with its fingerprint."""
-    return text.replace(token, fingerprint(token)) if token else text
+    # A token this short is no real credential, and replacing it would mangle the text.
+    return text.replace(token, fingerprint(token)) if len(token) >= 16 else text
 
 
 def _region_of(event: Any) -> str | None:

@@ -43,6 +43,7 @@ DELETE_BATCH = 100
 DELETE_INTERVAL_SECONDS = 0.5
 # A lease outlives its holder's deadline by this much, for the calls in flight.
 LEASE_MARGIN_SECONDS = 30.0
+MAX_LAMBDA_SECONDS = 900.0
 
 
 class Outcome(Enum):
@@ -61,6 +62,7 @@ class ResumeReport:
     expired: int = 0
     failed: int = 0
     remaining: int = 0
+    attempted: int = 0
     throttled: int = 0
     complete: bool = True
     out_of_time: bool = False  # the deadline, not a limit, stopped the work
@@ -164,7 +166,8 @@ class Resumer:
         held = itertools.chain([first], held)
         if not exclusive:
             return self._resume(machine, held, deadline, limit, selected)
-        lease = self._store.lease(machine.name, self._owner, deadline.remaining() + LEASE_MARGIN_SECONDS)
+        seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
+        lease = self._store.lease(machine.name, self._owner, seconds)
         if lease is None:
             return ResumeReport(remaining=1, complete=False, busy=True)
         try:
@@ -201,6 +204,7 @@ class Resumer:
             done, _ = wait(in_flight)
             _collect(done, report)
         deletions.flush()
+        report.attempted = started
         if not report.complete:
             report.remaining += _count(held)
         if limiter is not None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,16 +32,34 @@ _TOKEN_NAME = re.compile(
 )
 
 
-def new_token_id(now_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits.
+_id_lock = threading.Lock()
+_last_id_time = [0, 0]  # [milliseconds, sequence] of the last id this process made
 
-    Hand-written because ``uuid.uuid7`` arrives only in Python 3.14 and the
-    runtime carries no third-party UUID package; it is a few lines of bit layout.
+
+def new_token_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, a 12-bit sequence, random bits.
+
+    The sequence (RFC 9562 §6.2, method 1) keeps the ids one process makes within
+    one millisecond in order, so keys sort by pause time. Hand-written because
+    ``uuid.uuid7`` arrives only in Python 3.14 and the runtime carries no
+    third-party UUID package; it is a few lines of bit layout.
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    with _id_lock:
+        # Within the same millisecond, or a clock step back of under 10 s, carry on
+        # from the last id; anything else (an explicit time) starts afresh.
+        if _last_id_time[0] - 10_000 < ms <= _last_id_time[0]:
+            ms, sequence = _last_id_time[0], _last_id_time[1] + 1
+            if sequence > 0xFFF:
+                ms, sequence = ms + 1, 0
+        else:
+            sequence = 0
+        _last_id_time[:] = [ms, sequence]
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= sequence << 64
+    value |= 0x2 << 62  # RFC 4122 variant
+    value |= int.from_bytes(os.urandom(8), "big") >> 2
     return str(uuid.UUID(int=value))
 
 
