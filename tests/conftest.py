@@ -77,10 +77,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     """The Chalice test client on the dev stage, with any ``stage_env`` overrides applied."""
     marker = request.node.get_closest_marker("stage_env")
+    project = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    variables = project["stages"]["dev"]["environment_variables"]
     if marker is not None:
-        project = json.loads((ROOT / ".chalice" / "config.json").read_text())
-        project["stages"]["dev"]["environment_variables"].update(marker.kwargs)
+        variables.update(marker.kwargs)
         monkeypatch.setattr(CLIFactory, "load_project_config", lambda self: project)
+    # The test client swaps os.environ around each call; handlers running at once on
+    # several threads (async invocations) could restore a copy without the stage's
+    # variables. With them set for the whole test, any copy has them.
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     # Each test gets fresh services (and so fresh flag caches) for its fresh moto.
     chalice_app._services.clear()
     with Client(chalice_app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:

@@ -86,3 +86,34 @@ def route_lambda_to(invoke: Callable[[str, Any], Any]) -> Callable[..., bytes]:
         return json.dumps(result).encode()
 
     return fake_invoke
+
+
+_session: list[Any] = []
+
+
+def shared_session() -> Any:
+    """One boto3 session for every test container: a new session re-reads every
+    service model from disk (a tenth of a second per client), which would
+    dominate tests that build many containers."""
+    if not _session:
+        import boto3
+
+        _session.append(boto3.session.Session(region_name=REGION))
+    return _session[0]
+
+
+def container(bucket: str, prefix: str, **settings: Any) -> Any:
+    """One warm Lambda container: its own clients, limiters, caches and claim owner."""
+    import logging
+
+    from chalicelib.clients import AwsClients
+    from chalicelib.config import Settings
+    from chalicelib.services import Services
+
+    config = Settings(bucket=bucket, prefix=prefix, **settings)
+    clients = AwsClients(
+        max_pool_connections=config.resume_concurrency,
+        session=shared_session(),
+        send_rate_cap=config.resume_rate_limit,
+    )
+    return Services.build(config, logging.getLogger("test.container"), clients)

@@ -1,0 +1,349 @@
+"""The scheduled sweep: the backstop that makes a CLI untag, an expired ``until`` or a dead
+resumer's claim take effect, and that keeps held tasks alive with heartbeats.
+
+Most tests hold fake tokens and record what reaches moto's Step Functions backend;
+where the outcome is an execution moving on, real executions run through the
+``workflow`` fixture.
+"""
+
+import json
+import logging
+import threading
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from moto.core.exceptions import AWSError
+from moto.s3.models import s3_backends
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+import chalicelib.sweep
+from chalicelib.arns import AccountRegion, parse_state_machine_arn
+from chalicelib.config import Settings
+from chalicelib.deadline import Deadline
+from chalicelib.events import parse_checkpoint_event
+from chalicelib.flag import MaintenanceState
+from chalicelib.services import Services
+from chalicelib.store import iso_timestamp
+from tests.conftest import BUCKET, PREFIX
+from tests.harness import ACCOUNT, REGION
+
+PASS = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/states-role"
+HOME = AccountRegion("aws", REGION, ACCOUNT)
+CONTROL = f"{PREFIX}_sfn-pauser/"
+
+
+class TaskTimedOut(AWSError):
+    TYPE = "TaskTimedOut"
+    STATUS = 400
+
+
+class SendTasks:
+    """moto's SendTaskSuccess and SendTaskHeartbeat, recorded per token, answering as scripted.
+
+    The ``aws`` fixture runs moto's interpreter, whose backend knows only real tokens;
+    these tests hold made-up ones, so the calls are answered here instead.
+    """
+
+    def __init__(self):
+        self.successes = Counter()
+        self.heartbeats = Counter()
+        self.heartbeat_errors = {}
+        self._lock = threading.Lock()
+
+    def send_task_success(self, backend, task_token, outcome):
+        with self._lock:
+            self.successes[task_token] += 1
+
+    def send_task_heartbeat(self, backend, task_token):
+        with self._lock:
+            self.heartbeats[task_token] += 1
+        if task_token in self.heartbeat_errors:
+            raise self.heartbeat_errors[task_token]
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    recorder = SendTasks()
+    monkeypatch.setattr(
+        StepFunctionsParserBackend,
+        "send_task_success",
+        lambda self, task_token, outcome: recorder.send_task_success(self, task_token, outcome),
+    )
+    monkeypatch.setattr(
+        StepFunctionsParserBackend,
+        "send_task_heartbeat",
+        lambda self, task_token: recorder.send_task_heartbeat(self, task_token),
+    )
+    return recorder
+
+
+def build(heartbeat=False):
+    settings = Settings(bucket=BUCKET, prefix=PREFIX, heartbeat_held_tasks=heartbeat)
+    return Services.build(settings, logging.getLogger("test-sweep"))
+
+
+def create_machine(aws, name="Orders", tags=None):
+    return aws.sfn.create_state_machine(
+        name=name,
+        definition=PASS,
+        roleArn=ROLE,
+        tags=[{"key": key, "value": value} for key, value in (tags or {}).items()],
+    )["stateMachineArn"]
+
+
+def hold(services, arn, token):
+    return services.store.save(parse_checkpoint_event({"taskToken": token, "stateMachineArn": arn}))
+
+
+def held_keys(services, name="Orders"):
+    return [item.key for item in services.store.held(name)]
+
+
+def tags_of(aws, arn):
+    return {tag["key"]: tag["value"] for tag in aws.sfn.list_tags_for_resource(resourceArn=arn)["tags"]}
+
+
+def mirror_key(name):
+    return f"{CONTROL}flags/aws/{ACCOUNT}/{REGION}/{name}.json"
+
+
+def mirror_of(aws, name):
+    return json.loads(aws.s3.get_object(Bucket=BUCKET, Key=mirror_key(name))["Body"].read())
+
+
+def exists(aws, key):
+    return aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=key).get("KeyCount", 0) > 0
+
+
+def backdate(key, **age):
+    """Make an object look as if written ``age`` ago, as a resumer that died then would leave it."""
+    stored = s3_backends[ACCOUNT]["aws"].buckets[BUCKET].keys[key]
+    stored.last_modified -= timedelta(**age)
+
+
+# (a) A tag removed with the AWS CLI.
+
+
+def test_resumes_what_a_cli_untag_left_behind_after_one_sweep(workflow, aws):
+    workflow.maintenance("true")
+    executions = [workflow.start({"order": n}) for n in range(2)]
+    workflow.wait_held(2)
+    workflow.maintenance(None)  # aws stepfunctions untag-resource: the mirror is not told
+    machine = parse_state_machine_arn(workflow.arn)
+    services = build()
+
+    # The handlers read the mirror, not the tags, so until the sweep they still hold.
+    assert services.flag.is_on(machine) is True
+    assert mirror_of(aws, "Orders")["maintenance"] is True
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert mirror_of(aws, "Orders")["maintenance"] is False
+    assert build().flag.is_on(machine) is False
+    assert (report.refreshed, report.resumed) == (1, 2)
+    for n, execution in enumerate(executions):
+        assert json.loads(workflow.wait_for(execution, "SUCCEEDED")["output"]) == {"order": n}
+    assert workflow.held_keys() == []
+
+
+def test_leaves_held_what_is_still_in_maintenance(aws, bucket, sends):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build()
+    keys = [hold(services, arn, f"token-{n}") for n in range(2)]
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert report.resumed == 0
+    assert sends.successes == Counter()
+    assert held_keys(services) == keys
+    assert mirror_of(aws, "Orders")["maintenance"] is True
+
+
+# (b) An ``until`` recorded on the tags.
+
+
+def test_lifts_maintenance_whose_until_has_passed_and_resumes_its_held_tasks(aws, bucket, sends):
+    past = iso_timestamp(datetime.now(UTC) - timedelta(minutes=5))
+    arn = create_machine(aws, tags={"Maintenance": "true", "MaintenanceUntil": past, "MaintenanceReason": "deploy"})
+    services = build()
+    for n in range(3):
+        hold(services, arn, f"token-{n}")
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert report.lifted == [arn]
+    assert not {"Maintenance", "MaintenanceUntil", "MaintenanceReason"} & set(tags_of(aws, arn))
+    assert mirror_of(aws, "Orders")["maintenance"] is False
+    assert report.resumed == 3
+    assert sends.successes == Counter({"token-0": 1, "token-1": 1, "token-2": 1})
+    assert held_keys(services) == []
+
+
+def test_does_not_lift_maintenance_whose_until_is_still_ahead(aws, bucket, sends):
+    future = iso_timestamp(datetime.now(UTC) + timedelta(hours=1))
+    arn = create_machine(aws, tags={"Maintenance": "true", "MaintenanceUntil": future})
+    services = build()
+    hold(services, arn, "token-0")
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert report.lifted == []
+    assert tags_of(aws, arn)["Maintenance"] == "true"
+    assert sends.successes == Counter()
+    assert len(held_keys(services)) == 1
+
+
+# (c) Heartbeats for held tasks.
+
+
+def test_sends_one_heartbeat_per_held_task_of_a_machine_in_maintenance(aws, bucket, sends):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build(heartbeat=True)
+    keys = [hold(services, arn, f"token-{n}") for n in range(3)]
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert sends.heartbeats == Counter({"token-0": 1, "token-1": 1, "token-2": 1})
+    assert report.heartbeats == 3
+    assert sends.successes == Counter()
+    assert held_keys(services) == keys
+
+
+def test_a_held_task_whose_heartbeat_times_out_is_quarantined_and_no_longer_held(aws, bucket, sends):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build(heartbeat=True)
+    alive = hold(services, arn, "token-alive")
+    dead = hold(services, arn, "token-dead")
+    sends.heartbeat_errors["token-dead"] = TaskTimedOut("Task Timed Out")
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert (report.heartbeats, report.expired) == (1, 1)
+    assert held_keys(services) == [alive]
+    quarantined = f"{CONTROL}quarantine/Orders/{dead.rsplit('/', 1)[-1]}"
+    record = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=quarantined)["Body"].read())
+    assert record["reason"] == "TaskTimedOut"
+    assert json.loads(record["original"])["taskToken"] == "token-dead"
+    assert sends.successes == Counter()  # a dead token is never "resumed"
+
+
+def test_sends_no_heartbeats_unless_heartbeat_held_tasks_is_on(aws, bucket, sends):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build(heartbeat=False)
+    hold(services, arn, "token-0")
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert sends.heartbeats == Counter()
+    assert report.heartbeats == 0
+
+
+# (d) Claims left behind by resumers that died.
+
+
+def test_clears_a_claim_older_than_its_lease_so_its_task_resumes_and_keeps_a_fresh_one(aws, bucket, sends):
+    arn = create_machine(aws)
+    services = build()
+    orphaned = hold(services, arn, "token-orphaned")
+    in_progress = hold(services, arn, "token-in-progress")
+    stale_claim = services.store.claim(orphaned, "resumer-that-died")
+    fresh_claim = services.store.claim(in_progress, "resumer-at-work")
+    backdate(stale_claim, minutes=16)
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert report.claims_cleared == 1
+    assert not exists(aws, stale_claim)
+    assert exists(aws, fresh_claim)
+    # The orphan is resumed; the task another resumer holds is left to it.
+    assert sends.successes == Counter({"token-orphaned": 1})
+    assert held_keys(services) == [in_progress]
+
+
+def test_a_claim_inside_its_lease_is_not_cleared(aws, bucket, sends):
+    arn = create_machine(aws)
+    services = build()
+    key = hold(services, arn, "token-0")
+    claim = services.store.claim(key, "resumer-at-work")
+    backdate(claim, minutes=14)
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    assert report.claims_cleared == 0
+    assert exists(aws, claim)
+    assert sends.successes == Counter()
+
+
+# (e) Tokens saved by the original SfnPauser.
+
+
+def seed_hold(aws, name, token):
+    """A held task as the original SfnPauser wrote it: a UUID4 name, only taskToken and timestamp."""
+    key = f"{PREFIX}{name}/{uuid.uuid4()}.json"
+    body = {"taskToken": token, "timestamp": iso_timestamp(datetime.now(UTC))}
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
+    return key
+
+
+def test_resumes_token_folders_left_by_the_original_seed_in_its_own_account_and_region(workflow, aws):
+    workflow.maintenance("true")
+    executions = [workflow.start({"order": n}) for n in range(2)]
+    # Rewrite what the handler held into the seed's layout, and forget the mirror:
+    # a team switching over has only the seed's folders.
+    for key in workflow.wait_held(2):
+        token = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["taskToken"]
+        aws.s3.delete_object(Bucket=BUCKET, Key=key)
+        seed_hold(aws, workflow.name, token)
+    aws.s3.delete_object(Bucket=BUCKET, Key=mirror_key(workflow.name))
+    workflow.maintenance(None)
+    services = build()
+
+    # Without knowing where it runs, the sweep cannot tell which machine a seed folder is.
+    unplaced = services.sweeper.sweep(Deadline(30))
+    assert (unplaced.machines, unplaced.resumed) == (0, 0)
+    assert len(workflow.held_keys()) == 2
+
+    report = services.sweeper.sweep(Deadline(30), home=HOME)
+
+    assert (report.machines, report.resumed) == (1, 2)
+    for execution in executions:
+        workflow.wait_for(execution, "SUCCEEDED")
+    assert workflow.held_keys() == []
+
+
+def test_leaves_seed_tokens_held_while_their_machine_is_in_maintenance(aws, bucket, sends):
+    create_machine(aws, tags={"Maintenance": "true"})
+    keys = sorted(seed_hold(aws, "Orders", f"token-{n}") for n in range(2))
+    services = build()
+
+    report = services.sweeper.sweep(Deadline(30), home=HOME)
+
+    assert report.machines == 1
+    assert sends.successes == Counter()
+    assert sorted(held_keys(services)) == keys
+
+
+# (f) ListTagsForResource refills at 1/s: a bounded number of refreshes per run.
+
+
+def test_refreshes_at_most_max_tag_reads_mirrors_a_run_least_recently_refreshed_first(aws, bucket, monkeypatch):
+    monkeypatch.setattr(chalicelib.sweep, "MAX_TAG_READS_PER_SWEEP", 2)
+    services = build()
+    arns = [create_machine(aws, name=f"Machine{n}") for n in range(5)]
+    for age, arn in zip([50, 40, 30, 20, 10], arns, strict=True):
+        services.flag.record(parse_state_machine_arn(arn), MaintenanceState(on=False), source="api")
+        backdate(mirror_key(arn.rsplit(":", 1)[-1]), minutes=age)
+    tag_reads = []
+    services.clients.sfn(REGION).meta.events.register(
+        "before-parameter-build.sfn.ListTagsForResource", lambda params, **_: tag_reads.append(params["resourceArn"])
+    )
+
+    first = services.sweeper.sweep(Deadline(30))
+    second = services.sweeper.sweep(Deadline(30))
+
+    assert (first.machines, first.refreshed, second.refreshed) == (5, 2, 2)
+    # A large fleet is covered in turns: the second run reads the next oldest.
+    assert tag_reads == arns[:4]
