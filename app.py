@@ -7,10 +7,17 @@ import logging
 import threading
 from typing import Any
 
-from chalice import Chalice, Rate
+from chalice import Chalice, IAMAuthorizer, Rate
 
 from chalicelib.arns import account_region_of
-from chalicelib.commands import json_body, parse_resume, parse_status, parse_switch
+from chalicelib.commands import (
+    json_body,
+    parse_abort,
+    parse_page,
+    parse_resume,
+    parse_status,
+    parse_switch,
+)
 from chalicelib.config import Settings
 from chalicelib.continuation import parse_continuation
 from chalicelib.deadline import API_GATEWAY_SECONDS, Deadline
@@ -19,6 +26,9 @@ from chalicelib.services import Services
 app = Chalice(app_name="sfn-pauser")
 # Chalice logs at ERROR by default; decisions are logged at INFO (LogLevel overrides).
 app.log.setLevel(logging.INFO)
+# Every route is signed with SigV4 in the deployed stages (chalice local and the
+# test client do not enforce it; the packaged template shows AWS_IAM on each route).
+iam = IAMAuthorizer()
 
 
 # Start of Event Handlers.
@@ -43,29 +53,42 @@ def sweep(event: Any) -> dict[str, Any]:
     return get_services().sweeper.sweep(Deadline.for_context(event.context), home).as_dict()
 
 
-@app.route("/maintenance", methods=["POST"])
+@app.route("/maintenance", methods=["POST"], authorizer=iam)
 def switch_maintenance() -> dict[str, Any]:
     command = parse_switch(json_body(app.current_request.raw_body))
-    return get_services().control.switch(
-        command.machine,
-        command.enabled,
-        actor=_caller(),
-        reason=command.reason,
-        resume=command.resume,
-        deadline=_api_deadline(),
-    )
+    return get_services().control.switch_all(command, _caller(), _api_deadline())
 
 
-@app.route("/maintenance", methods=["GET"])
+@app.route("/maintenance", methods=["GET"], authorizer=iam)
 def maintenance_status() -> dict[str, Any]:
-    machine = parse_status(app.current_request.query_params)
-    return get_services().control.status(machine)
+    query = app.current_request.query_params or {}
+    if "stateMachineArn" in query:
+        return get_services().control.status(parse_status(query))
+    return get_services().control.overview(parse_page(query, machine_required=False))
 
 
-@app.route("/resume", methods=["POST"])
+@app.route("/maintenance/paused", methods=["GET"], authorizer=iam)
+def paused_executions() -> dict[str, Any]:
+    page = parse_page(app.current_request.query_params, machine_required=True)
+    return get_services().control.paused(page.machine, page)
+
+
+@app.route("/resume", methods=["POST"], authorizer=iam)
 def resume_held() -> dict[str, Any]:
     command = parse_resume(json_body(app.current_request.raw_body))
-    return get_services().control.resume(command.machine, force=command.force, deadline=_api_deadline())
+    return get_services().control.resume(command, _caller(), _api_deadline())
+
+
+@app.route("/abort", methods=["POST"], authorizer=iam)
+def abort_held() -> dict[str, Any]:
+    command = parse_abort(json_body(app.current_request.raw_body))
+    return get_services().control.abort(command, _caller(), _api_deadline())
+
+
+@app.route("/audit", methods=["GET"], authorizer=iam)
+def audit_trail() -> dict[str, Any]:
+    page = parse_page(app.current_request.query_params, machine_required=True)
+    return get_services().control.audit(page.machine, page)
 
 
 # End of Event Handlers.
@@ -89,5 +112,6 @@ def _api_deadline() -> Deadline:
 
 
 def _caller() -> str:
+    """The caller's IAM identity, as API Gateway's IAM authorizer recorded it."""
     identity = (app.current_request.context or {}).get("identity") or {}
     return identity.get("userArn") or identity.get("caller") or "unknown"

@@ -1,32 +1,75 @@
 """The REST API's requests, parsed and validated into typed commands.
 
 Unknown fields are rejected by name, so a typo such as ``"enable"`` is a 400,
-not a silently ignored switch.
+not a silently ignored switch. Every limit here is in the README and in
+docs/openapi.json (a test keeps the two in step).
 """
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.errors import InvalidField, MissingField
 from chalicelib.fields import Fields
+from chalicelib.flag import parse_instant
 
-MAX_REASON = 1024
+MAX_REASON = 512
+MAX_MACHINES = 50
+MAX_EXECUTIONS = 1000
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_ERROR = 256  # SendTaskFailure's limits
+MAX_CAUSE = 32_768
+ABORT_ERROR = "SfnPauser.Aborted"
+
+SWITCH_FIELDS = ["stateMachineArn", "stateMachineArns", "enabled", "reason", "until", "resume", "dryRun"]
+RESUME_FIELDS = ["stateMachineArn", "executionArns", "limit", "force"]
+ABORT_FIELDS = ["stateMachineArn", "executionArns", "all", "error", "cause"]
+PAGE_QUERY = ["stateMachineArn", "limit", "nextToken"]
 
 
 @dataclass(frozen=True)
 class SwitchMaintenance:
-    machine: StateMachineArn
+    machines: tuple[StateMachineArn, ...]
     enabled: bool
     reason: str | None
+    until: datetime | None
     resume: bool
+    dry_run: bool
+    bulk: bool
+
+
+    @classmethod
+    def turn(
+        cls, machine: StateMachineArn, enabled: bool, *, reason: str | None = None, resume: bool = True
+    ) -> "SwitchMaintenance":
+        """The command for one machine, as the code (the sweep, tests) issues it."""
+        return cls((machine,), enabled, reason, None, resume, dry_run=False, bulk=False)
 
 
 @dataclass(frozen=True)
 class ResumeHeld:
     machine: StateMachineArn
+    executions: frozenset[str] | None
+    limit: int | None
     force: bool
+
+
+@dataclass(frozen=True)
+class AbortHeld:
+    machine: StateMachineArn
+    executions: frozenset[str] | None
+    error: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class Page:
+    machine: StateMachineArn | None
+    limit: int
+    next_token: str | None
 
 
 def json_body(raw: bytes | None) -> object:
@@ -43,23 +86,53 @@ def json_body(raw: bytes | None) -> object:
         raise InvalidField("body", f"expected a JSON object, but it is not valid JSON ({error})") from None
 
 
-def parse_switch(body: object) -> SwitchMaintenance:
+def parse_switch(body: object, now: datetime | None = None) -> SwitchMaintenance:
     fields = Fields(body)
-    fields.reject_unknown(["stateMachineArn", "enabled", "reason", "resume"])
+    fields.reject_unknown(SWITCH_FIELDS)
+    machines, bulk = _machines(fields)
+    enabled = fields.boolean("enabled")
+    until = _until(fields, now or datetime.now(UTC))
+    if until is not None and not enabled:
+        raise InvalidField("until", 'only applies when switching maintenance on ("enabled": true)')
     return SwitchMaintenance(
-        machine=parse_state_machine_arn(fields.string("stateMachineArn")),
-        enabled=fields.boolean("enabled"),
+        machines=machines,
+        enabled=enabled,
         reason=fields.string("reason", required=False, max_length=MAX_REASON),
+        until=until,
         resume=fields.boolean("resume", default=True),
+        dry_run=fields.boolean("dryRun", default=False),
+        bulk=bulk,
     )
 
 
 def parse_resume(body: object) -> ResumeHeld:
     fields = Fields(body)
-    fields.reject_unknown(["stateMachineArn", "force"])
+    fields.reject_unknown(RESUME_FIELDS)
     return ResumeHeld(
         machine=parse_state_machine_arn(fields.string("stateMachineArn")),
+        executions=_executions(fields),
+        limit=fields.integer("limit", minimum=1, maximum=None),
         force=fields.boolean("force", default=False),
+    )
+
+
+def parse_abort(body: object) -> AbortHeld:
+    fields = Fields(body)
+    fields.reject_unknown(ABORT_FIELDS)
+    machine = parse_state_machine_arn(fields.string("stateMachineArn"))
+    executions = _executions(fields)
+    abort_all = fields.boolean("all", default=False)
+    if executions is None and not abort_all:
+        raise MissingField("executionArns", 'a list of executions to abort, or "all": true to abort every held one')
+    if executions is not None and abort_all:
+        raise InvalidField("all", 'give either "executionArns" or "all": true, not both')
+    error = fields.string("error", required=False, max_length=MAX_ERROR) or ABORT_ERROR
+    cause = fields.string("cause", required=False, max_length=MAX_CAUSE)
+    return AbortHeld(
+        machine=machine,
+        executions=executions,
+        error=error,
+        cause=cause or "aborted by an operator through sfn-pauser while held at the checkpoint",
     )
 
 
@@ -67,3 +140,52 @@ def parse_status(query: Mapping[str, str] | None) -> StateMachineArn:
     fields = Fields(dict(query or {}), what="query")
     fields.reject_unknown(["stateMachineArn"])
     return parse_state_machine_arn(fields.string("stateMachineArn"))
+
+
+def parse_page(query: Mapping[str, str] | None, *, machine_required: bool) -> Page:
+    """``?stateMachineArn=&limit=&nextToken=`` for the listings."""
+    fields = Fields(dict(query or {}), what="query")
+    fields.reject_unknown(PAGE_QUERY)
+    arn = fields.string("stateMachineArn", required=machine_required)
+    limit = fields.raw("limit")
+    if limit is None:
+        page_size = DEFAULT_PAGE
+    elif not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        raise InvalidField("limit", f"expected a whole number from 1 to {MAX_PAGE}, got {limit!r}")
+    else:
+        page_size = int(limit)
+    return Page(
+        machine=parse_state_machine_arn(arn) if arn else None,
+        limit=page_size,
+        next_token=fields.string("nextToken", required=False, max_length=2048) or None,
+    )
+
+
+def _machines(fields: Fields) -> tuple[tuple[StateMachineArn, ...], bool]:
+    if fields.has("stateMachineArn") and fields.has("stateMachineArns"):
+        raise InvalidField("stateMachineArns", 'give either "stateMachineArn" or "stateMachineArns", not both')
+    if not fields.has("stateMachineArns"):
+        return (parse_state_machine_arn(fields.string("stateMachineArn")),), False
+    arns = fields.string_list("stateMachineArns", max_items=MAX_MACHINES)
+    machines = tuple(parse_state_machine_arn(arn, field=f"stateMachineArns[{i}]") for i, arn in enumerate(arns))
+    if len({machine.unqualified for machine in machines}) != len(machines):
+        raise InvalidField("stateMachineArns", "lists the same state machine twice")
+    return machines, True
+
+
+def _executions(fields: Fields) -> frozenset[str] | None:
+    if not fields.has("executionArns"):
+        return None
+    return frozenset(fields.string_list("executionArns", max_items=MAX_EXECUTIONS))
+
+
+def _until(fields: Fields, now: datetime) -> datetime | None:
+    text = fields.string("until", required=False, max_length=64)
+    if text is None:
+        return None
+    until = parse_instant(text)
+    if until is None:
+        raise InvalidField("until", f"expected an ISO 8601 time such as 2026-12-01T18:00:00Z, got {text!r}")
+    if until <= now:
+        raise InvalidField("until", f"{text} is in the past; expected a time after now")
+    return until

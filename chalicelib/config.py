@@ -39,6 +39,7 @@ class Settings:
     resume_rate_limit: float = 0.0
     resumer_function: str | None = None
     heartbeat_held_tasks: bool = False
+    allowed_state_machines: tuple[str, ...] = ("*",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -57,6 +58,7 @@ class Settings:
             resume_rate_limit=_number(env, "ResumeRateLimit", 0.0, float, 0.0),
             resumer_function=env.get("ResumerFunctionName", "").strip() or None,
             heartbeat_held_tasks=_boolean(env, "HeartbeatHeldTasks"),
+            allowed_state_machines=_patterns(env, "AllowedStateMachines"),
         )
 
 
@@ -90,3 +92,17 @@ def _boolean(env: Mapping[str, str], name: str) -> bool:
     if raw in ("true", "1", "yes"):
         return True
     raise ConfigurationError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated ARN patterns (``*`` and ``?`` wildcards); absent means ``*``."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ("*",)
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        if pattern != "*" and not pattern.startswith("arn:"):
+            raise ConfigurationError(
+                f"{name}: expected ARN patterns such as arn:aws:states:*:123456789012:stateMachine:*, got {pattern!r}"
+            )
+    return patterns

@@ -64,12 +64,13 @@ class Drainer:
                 Throttled=report.throttled,
                 Backlog=report.remaining,
             )
-        if report.out_of_time and (report.progressed or report.attempted == 0):
+        # A continuation resumes the whole backlog, so only a whole-backlog drain hands on;
+        # a selective or limited resume reports what remains and the caller decides.
+        whole = selected is None and limit is None
+        if whole and report.out_of_time and (report.progressed or report.attempted == 0):
             report.continued = self.continue_later(machine, generation + 1)
         elif report.remaining and not report.progressed and not report.busy:
-            self._log.decision(
-                "stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining
-            )
+            self._log.decision("stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining)
         return report
 
     def continue_later(self, machine: StateMachineArn, generation: int) -> bool:

@@ -48,6 +48,30 @@ class Fields:
             raise InvalidField(name, f"expected at most {max_length} characters, got {len(value)}")
         return value
 
+    def integer(self, name: str, *, minimum: int, maximum: int | None) -> int | None:
+        value = self._get(name, "a whole number", False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidField(name, f"expected a whole number, got {_json_type(value)}")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise InvalidField(name, f"expected at least {minimum}{upper}, got {value}")
+        return value
+
+    def string_list(self, name: str, *, max_items: int) -> list[str]:
+        value = self._get(name, "a list of strings", True)
+        if not isinstance(value, list):
+            raise InvalidField(name, f"expected a list of strings, got {_json_type(value)}")
+        if not value:
+            raise InvalidField(name, "expected at least one item")
+        if len(value) > max_items:
+            raise InvalidField(name, f"expected at most {max_items} items, got {len(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise InvalidField(f"{name}[{index}]", f"expected a non-empty string, got {_json_type(item)}")
+        return value
+
     def boolean(self, name: str, *, default: bool | None = None) -> bool:
         value = self._get(name, "true or false", default is None)
         if value is None:

@@ -1,5 +1,10 @@
-"""Maintenance control for operators and CI: switch it, see it, resume what is held."""
+"""Maintenance control for operators and CI: switch it, see it, resume or abort what is held.
 
+Every state-changing call is checked against the allow-list, the machine's
+existence and type, and recorded in the audit trail with who did it and why.
+"""
+
+import fnmatch
 import functools
 import re
 from collections.abc import Callable
@@ -8,14 +13,25 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from chalice import ChaliceViewError
 
 from chalicelib.arns import StateMachineArn
+from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
+from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
-from chalicelib.errors import InvalidArn, MaintenanceIsOn, NotStandardWorkflow, about_state_machine
+from chalicelib.errors import (
+    InvalidArn,
+    MaintenanceIsOn,
+    NotStandardWorkflow,
+    StateMachineNotAllowed,
+    about_state_machine,
+)
 from chalicelib.flag import ALL_TAGS, TAG, TAG_BY, TAG_REASON, TAG_SINCE, TAG_UNTIL, MaintenanceFlag, MaintenanceState
-from chalicelib.store import HeldTask, TokenStore, iso_timestamp
+from chalicelib.fleet import known_machines
+from chalicelib.resumer import Abort, Resumer
+from chalicelib.store import TokenStore, iso_timestamp
 
 # Tag values allow letters, numbers, spaces and _ . : / = + - @, up to 256 characters.
 _TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
@@ -47,113 +63,236 @@ class MaintenanceControl:
         flag: MaintenanceFlag,
         store: TokenStore,
         drainer: Drainer,
+        resumer: Resumer,
+        audit: AuditTrail,
         clients: AwsClients,
         cache_seconds: float,
+        allowed: tuple[str, ...] = ("*",),
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._flag = flag
         self._store = store
         self._drainer = drainer
+        self._resumer = resumer
+        self._audit = audit
         self._clients = clients
         self._cache_seconds = cache_seconds
+        self._allowed = allowed
         self._now = now
 
-    def switch(
-        self,
-        machine: StateMachineArn,
-        enabled: bool,
-        *,
-        actor: str,
-        reason: str | None,
-        resume: bool,
-        deadline: Deadline,
-        until: datetime | None = None,
-    ) -> dict[str, Any]:
-        """Turn maintenance on or off. Off resumes the held executions unless told not to.
+    # -- switching
 
-        The tags are the source of truth (the console shows them); the S3 mirror
-        is written first when switching off, so a task handler that re-checks
-        after saving a token sees the lift before the resume lists the folder.
-        """
-        self.require_standard(machine)
-        before = self._flag.read(machine)
-        sfn = self._clients.sfn(machine.region)
-        if enabled:
-            state = MaintenanceState(
-                on=True,
-                since=before.since if before.on else iso_timestamp(self._now()),
-                by=before.by if before.on else tag_value(actor),
-                reason=tag_value(reason) if reason else (before.reason if before.on else None),
-                until=iso_timestamp(until) if until else (before.until if before.on else None),
-            )
-            changed = state != before
-            if changed:
-                tags = {TAG: "true", TAG_SINCE: state.since, TAG_BY: state.by, TAG_REASON: state.reason}
-                tags[TAG_UNTIL] = state.until
-                sfn.tag_resource(
-                    resourceArn=machine.unqualified,
-                    tags=[{"key": key, "value": value} for key, value in tags.items() if value],
+    def switch_all(self, command: SwitchMaintenance, actor: str, deadline: Deadline) -> dict[str, Any]:
+        """The ``POST /maintenance`` command: one machine, or a result for each of many."""
+        if not command.bulk:
+            return self.switch(command.machines[0], command, actor, deadline)
+        results = []
+        for machine in command.machines:
+            try:
+                results.append(self.switch(machine, command, actor, deadline))
+            except ChaliceViewError as error:
+                # One bad machine must not stop the others; each answers for itself.
+                results.append(
+                    {
+                        "stateMachineArn": str(machine),
+                        "error": {"Code": type(error).__name__, "Message": str(error), "Status": error.STATUS_CODE},
+                    }
                 )
-                stale = [key for key, value in tags.items() if not value]
-                if stale:
-                    sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=stale)
-            self._flag.record(machine, state, source="api")
+        return {"results": results}
+
+    def switch(
+        self, machine: StateMachineArn, command: SwitchMaintenance, actor: str, deadline: Deadline
+    ) -> dict[str, Any]:
+        """Turn maintenance on or off; off resumes the held executions unless told not to.
+
+        The tags are the source of truth (the console shows them). When switching
+        off, the S3 mirror is written first, so a task handler that re-checks after
+        saving a token sees the lift before the resume lists the folder.
+        """
+        self.check(machine)
+        before = self._flag.read(machine)
+        after = self._target(before, command, actor)
+        changed = after != before if command.enabled else before.on
+        result: dict[str, Any] = {"stateMachineArn": machine.unqualified, "maintenance": command.enabled}
+        if command.dry_run:
+            held = sum(1 for _ in self._store.held(machine.name))
+            return {**result, "changed": changed, "dryRun": True, "paused": held, **_shown(after)}
+        if command.enabled:
+            if changed:
+                self._write_tags(machine, after)
+            self._flag.record(machine, after, source="api")
+            result.update(changed=changed, effectiveWithinSeconds=self._cache_seconds, **_shown(after))
         else:
-            changed = before.on
-            self._flag.record(machine, MaintenanceState(on=False), source="api")
-            sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=list(ALL_TAGS))
-        result: dict[str, Any] = {
-            "stateMachineArn": machine.unqualified,
-            "maintenance": enabled,
-            "changed": changed,
-        }
-        if enabled:
-            # Warm task handler containers may act on their cached flag this long.
-            result["effectiveWithinSeconds"] = self._cache_seconds
-        elif resume:
-            result.update(self._drainer.drain(machine, deadline, exclusive=False).as_dict())
+            self._flag.record(machine, after, source="api")
+            self._clients.sfn(machine.region).untag_resource(resourceArn=machine.unqualified, tagKeys=list(ALL_TAGS))
+            result["changed"] = changed
+            if command.resume:
+                result.update(self._drainer.drain(machine, deadline, exclusive=False).as_dict())
+        self._audit.record(
+            machine,
+            "maintenance-on" if command.enabled else "maintenance-off",
+            actor,
+            reason=command.reason,
+            until=iso_timestamp(command.until) if command.until else None,
+            changed=changed,
+            result={key: value for key, value in result.items() if key in ("resumed", "expired", "remaining")} or None,
+        )
         return result
 
+    def _target(self, before: MaintenanceState, command: SwitchMaintenance, actor: str) -> MaintenanceState:
+        if not command.enabled:
+            return MaintenanceState(on=False)
+        keep = before.on
+        return MaintenanceState(
+            on=True,
+            since=before.since if keep else iso_timestamp(self._now()),
+            by=before.by if keep else tag_value(actor),
+            reason=tag_value(command.reason) if command.reason else (before.reason if keep else None),
+            until=iso_timestamp(command.until) if command.until else (before.until if keep else None),
+        )
+
+    def _write_tags(self, machine: StateMachineArn, state: MaintenanceState) -> None:
+        sfn = self._clients.sfn(machine.region)
+        tags = {TAG: "true", TAG_SINCE: state.since, TAG_BY: state.by, TAG_REASON: state.reason, TAG_UNTIL: state.until}
+        sfn.tag_resource(
+            resourceArn=machine.unqualified,
+            tags=[{"key": key, "value": value} for key, value in tags.items() if value],
+        )
+        stale = [key for key, value in tags.items() if not value]
+        if stale:
+            sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=stale)
+
+    # -- seeing
+
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
-        self.require_standard(machine)
+        self.check(machine)
         state = self._flag.read(machine)
         held = list(self._store.held(machine.name))
         oldest = min((item.paused_at for item in held), default=None)
-        quarantined = sum(1 for _ in self._store.quarantined(machine.name))
         return {
             "stateMachineArn": machine.unqualified,
             "maintenance": state.effective(self._now()),
-            "since": state.since,
-            "by": state.by,
-            "reason": state.reason,
-            "until": state.until,
+            **_shown(state),
             "paused": len(held),
             "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
-            "oldestPausedAgeSeconds": round((self._now() - oldest).total_seconds(), 3) if oldest else None,
-            "quarantined": quarantined,
+            "oldestPausedAgeSeconds": self._age(oldest),
+            "quarantined": sum(1 for _ in self._store.quarantined(machine.name)),
         }
 
-    def resume(
-        self,
-        machine: StateMachineArn,
-        *,
-        force: bool,
-        deadline: Deadline,
-        limit: int | None = None,
-        selected: Callable[[HeldTask], bool] | None = None,
-    ) -> dict[str, Any]:
+    def overview(self, page: Page) -> dict[str, Any]:
+        """Every machine that holds tokens or is in maintenance (as mirrored), by ARN."""
+        machines = sorted(known_machines(self._flag, self._store), key=str)
+        machines = [m for m in machines if self._is_allowed(m) and (not page.next_token or str(m) > page.next_token)]
+        listed: list[dict[str, Any]] = []
+        for machine in machines:
+            if len(listed) == page.limit:
+                return {"stateMachines": listed, "nextToken": listed[-1]["stateMachineArn"]}
+            held = list(self._store.held(machine.name))
+            on = self._flag.is_on_now(machine)
+            if on or held:
+                oldest = min((item.paused_at for item in held), default=None)
+                listed.append(
+                    {
+                        "stateMachineArn": machine.unqualified,
+                        "maintenance": on,
+                        "paused": len(held),
+                        "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
+                        "oldestPausedAgeSeconds": self._age(oldest),
+                    }
+                )
+        return {"stateMachines": listed, "nextToken": None}
+
+    def paused(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
+        """The held executions, oldest first; never their tokens."""
+        self.check(machine)
+        items, next_token = self._store.held_page(machine.name, page.limit, page.next_token)
+        held = []
+        for item in items:
+            task = self._store.load_quietly(item.key)
+            held.append(
+                {
+                    "executionArn": task.execution_arn if task else None,
+                    "pausedAt": iso_timestamp(item.paused_at),
+                    "ageSeconds": self._age(item.paused_at),
+                    "key": item.key,
+                }
+            )
+        return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": next_token}
+
+    def audit(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
+        self.check(machine)
+        events, next_token = self._audit.page(machine, page.limit, page.next_token)
+        return {"stateMachineArn": machine.unqualified, "events": events, "nextToken": next_token}
+
+    # -- acting on what is held
+
+    def resume(self, command: ResumeHeld, actor: str, deadline: Deadline) -> dict[str, Any]:
         """Resume what is held, oldest first; refuses while maintenance is on unless forced."""
-        self.require_standard(machine)
-        if self._flag.read(machine).effective(self._now()) and not force:
+        machine = command.machine
+        self.check(machine)
+        if self._flag.read(machine).effective(self._now()) and not command.force:
             raise MaintenanceIsOn(
                 f"stateMachineArn: maintenance is on for {machine.unqualified}; "
                 'switch it off first, or send "force": true to resume anyway'
             )
-        report = self._drainer.drain(machine, deadline, exclusive=False, limit=limit, selected=selected)
-        return {"stateMachineArn": machine.unqualified, **report.as_dict()}
+        executions = command.executions
+        report = self._drainer.drain(
+            machine,
+            deadline,
+            exclusive=False,
+            limit=command.limit,
+            selected=(lambda task: task.execution_arn in executions) if executions is not None else None,
+        )
+        result = {"stateMachineArn": machine.unqualified, **report.as_dict()}
+        self._audit.record(
+            machine,
+            "resume",
+            actor,
+            force=command.force or None,
+            executions=len(executions) if executions is not None else None,
+            limit=command.limit,
+            result=report.as_dict(),
+        )
+        return result
 
-    def require_standard(self, machine: StateMachineArn) -> None:
-        """404 for an unknown machine, 400 for an Express one (it can never wait for a token)."""
+    def abort(self, command: AbortHeld, actor: str, deadline: Deadline) -> dict[str, Any]:
+        """Fail held executions with SendTaskFailure, for operators who will not continue them."""
+        machine = command.machine
+        self.check(machine)
+        executions = command.executions
+        report = self._resumer.resume(
+            machine,
+            deadline,
+            selected=(lambda task: task.execution_arn in executions) if executions is not None else None,
+            abort=Abort(command.error, command.cause),
+        )
+        result = {
+            "stateMachineArn": machine.unqualified,
+            "aborted": report.resumed,
+            "expired": report.expired,
+            "failed": report.failed,
+            "remaining": report.remaining,
+        }
+        self._audit.record(
+            machine,
+            "abort",
+            actor,
+            error=command.error,
+            cause=command.cause,
+            executions=len(executions) if executions is not None else "all",
+            result=result,
+        )
+        return result
+
+    # -- checks
+
+    def check(self, machine: StateMachineArn) -> None:
+        """403 outside the allow-list, 400 for an unknown region or an Express machine, 404 if absent."""
+        if not self._is_allowed(machine):
+            raise StateMachineNotAllowed(
+                f"stateMachineArn: {machine.unqualified} is not in this sfn-pauser's AllowedStateMachines "
+                f"({', '.join(self._allowed)})"
+            )
         if machine.region not in known_regions(machine.partition):
             raise InvalidArn(
                 "stateMachineArn",
@@ -170,3 +309,13 @@ class MaintenanceControl:
                 f"{machine.name} is an EXPRESS workflow; only STANDARD workflows can wait "
                 "for a task token, so only they can be paused",
             )
+
+    def _is_allowed(self, machine: StateMachineArn) -> bool:
+        return any(fnmatch.fnmatchcase(machine.unqualified, pattern) for pattern in self._allowed)
+
+    def _age(self, moment: datetime | None) -> float | None:
+        return round((self._now() - moment).total_seconds(), 3) if moment else None
+
+
+def _shown(state: MaintenanceState) -> dict[str, Any]:
+    return {"since": state.since, "by": state.by, "reason": state.reason, "until": state.until}

@@ -46,6 +46,14 @@ LEASE_MARGIN_SECONDS = 30.0
 MAX_LAMBDA_SECONDS = 900.0
 
 
+@dataclass(frozen=True)
+class Abort:
+    """Fail held tasks instead of resuming them (SendTaskFailure with this error and cause)."""
+
+    error: str
+    cause: str
+
+
 class Outcome(Enum):
     RESUMED = "resumed"
     EXPIRED = "expired"
@@ -106,9 +114,7 @@ class _Deletions:
     def add(self, *keys: str) -> None:
         with self._lock:
             self._keys.extend(keys)
-            due = len(self._keys) >= DELETE_BATCH or (
-                time.monotonic() - self._flushed_at >= DELETE_INTERVAL_SECONDS
-            )
+            due = len(self._keys) >= DELETE_BATCH or (time.monotonic() - self._flushed_at >= DELETE_INTERVAL_SECONDS)
         if due:
             self.flush()
 
@@ -152,6 +158,7 @@ class Resumer:
         limit: int | None = None,
         selected: Callable[[HeldTask], bool] | None = None,
         exclusive: bool = False,
+        abort: Abort | None = None,
     ) -> ResumeReport:
         """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline.
 
@@ -165,13 +172,13 @@ class Resumer:
             return ResumeReport()
         held = itertools.chain([first], held)
         if not exclusive:
-            return self._resume(machine, held, deadline, limit, selected)
+            return self._resume(machine, held, deadline, limit, selected, abort)
         seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
         lease = self._store.lease(machine.name, self._owner, seconds)
         if lease is None:
             return ResumeReport(remaining=1, complete=False, busy=True)
         try:
-            return self._resume(machine, held, deadline, limit, selected)
+            return self._resume(machine, held, deadline, limit, selected, abort)
         finally:
             self._store.release_lease(lease)
 
@@ -182,6 +189,7 @@ class Resumer:
         deadline: Deadline,
         limit: int | None,
         selected: Callable[[HeldTask], bool] | None,
+        abort: Abort | None,
     ) -> ResumeReport:
         report = ResumeReport()
         limiter = self._clients.limiters.get(machine.region)
@@ -197,7 +205,7 @@ class Resumer:
                     report.out_of_time = deadline.expired()
                     break
                 started += 1
-                in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected))
+                in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected, abort))
                 if len(in_flight) >= self._concurrency:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     _collect(done, report)
@@ -217,6 +225,7 @@ class Resumer:
         item: HeldKey,
         deletions: _Deletions,
         selected: Callable[[HeldTask], bool] | None,
+        abort: Abort | None,
     ) -> Outcome:
         try:
             if selected is not None:
@@ -234,7 +243,7 @@ class Resumer:
             self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
             return Outcome.KEPT
         try:
-            outcome = self._claimed(machine, item, claim)
+            outcome = self._claimed(machine, item, abort)
         except Exception:
             self._release(claim)
             raise
@@ -246,7 +255,7 @@ class Resumer:
             deletions.add(claim)
         return outcome
 
-    def _claimed(self, machine: StateMachineArn, item: HeldKey, claim: str) -> Outcome:
+    def _claimed(self, machine: StateMachineArn, item: HeldKey, abort: Abort | None) -> Outcome:
         try:
             task = self._store.load(item.key)
         except UnreadableHeldTask as error:
@@ -261,7 +270,7 @@ class Resumer:
             # layout is the seed's); a token is only ever sent to its own machine.
             return Outcome.SKIPPED
         try:
-            return self._send(machine, task)
+            return self._send(machine, task, abort)
         except (ClientError, BotoCoreError) as error:
             self._log.decision(
                 "kept",
@@ -273,7 +282,7 @@ class Resumer:
             )
             return Outcome.KEPT
 
-    def _send(self, machine: StateMachineArn, task: HeldTask) -> Outcome:
+    def _send(self, machine: StateMachineArn, task: HeldTask, abort: Abort | None) -> Outcome:
         sfn = self._clients.sfn(machine.region)
         common = {
             "stateMachine": machine.unqualified,
@@ -282,7 +291,10 @@ class Resumer:
             "token": fingerprint(task.task_token),
         }
         try:
-            sfn.send_task_success(taskToken=task.task_token, output=task.output)
+            if abort is None:
+                sfn.send_task_success(taskToken=task.task_token, output=task.output)
+            else:
+                sfn.send_task_failure(taskToken=task.task_token, error=abort.error, cause=abort.cause)
         except ClientError as error:
             code = _code(error)
             if code in DEAD_TOKEN_ERRORS:
@@ -300,7 +312,7 @@ class Resumer:
                 self._log.decision("failed", logging.ERROR, error=code, **common)
                 return Outcome.FAILED
             raise
-        self._log.decision("resumed", **common)
+        self._log.decision("resumed" if abort is None else "aborted", **common)
         return Outcome.RESUMED
 
     def _quarantine_unreadable(self, machine: StateMachineArn, item: HeldKey, reason: str) -> Outcome:

@@ -4,6 +4,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
 from chalicelib.config import Settings
 from chalicelib.continuation import Drainer
@@ -41,7 +42,16 @@ class Services:
         flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds)
         resumer = Resumer(store, clients, log, settings.resume_concurrency)
         drainer = Drainer(resumer, clients.lambda_, settings.resumer_function, log, metrics)
-        control = MaintenanceControl(flag, store, drainer, clients, settings.maintenance_cache_seconds)
+        control = MaintenanceControl(
+            flag,
+            store,
+            drainer,
+            resumer,
+            AuditTrail(store),
+            clients,
+            settings.maintenance_cache_seconds,
+            settings.allowed_state_machines,
+        )
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return cls(
             settings=settings,
@@ -52,7 +62,5 @@ class Services:
             drainer=drainer,
             pauser=Pauser(flag, store, drainer, clients, log, metrics, region),
             control=control,
-            sweeper=Sweeper(
-                flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks
-            ),
+            sweeper=Sweeper(flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks),
         )

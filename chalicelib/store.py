@@ -159,6 +159,20 @@ class TokenStore:
                 found.append(HeldKey(item["Key"], paused_at, item.get("ETag", "")))
             yield from sorted(found, key=lambda held: (held.paused_at, held.key))
 
+    def held_page(self, machine_name: str, limit: int, after: str | None) -> tuple[list[HeldKey], str | None]:
+        """One page of held tasks in key order (pause order for new keys), and the next token."""
+        folder = self.folder(machine_name)
+        extra = {"StartAfter": folder + after} if after else {}
+        response = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=folder, Delimiter="/", MaxKeys=limit, **extra)
+        found = []
+        for item in response.get("Contents", []):
+            match = _TOKEN_NAME.fullmatch(item["Key"][len(folder) :])
+            if match is not None:
+                found.append(HeldKey(item["Key"], paused_at_of(match["id"]) or item["LastModified"]))
+        last = response.get("Contents", [])[-1:]
+        next_token = last[0]["Key"][len(folder) :] if response.get("IsTruncated") and last else None
+        return found, next_token
+
     def machines(self) -> Iterator[str]:
         """Names of the state machines whose folders exist (hold or held tokens)."""
         paginator = self._s3.get_paginator("list_objects_v2")
@@ -197,6 +211,13 @@ class TokenStore:
             has_input="input" in body,
             input=body.get("input"),
         )
+
+    def load_quietly(self, key: str) -> HeldTask | None:
+        """``load``, with None for an unreadable body (for listings that only show)."""
+        try:
+            return self.load(key)
+        except UnreadableHeldTask:
+            return None
 
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
@@ -244,6 +265,14 @@ class TokenStore:
                 return False
             raise
         return True
+
+    def list_page(self, folder_key: str, limit: int, after: str | None) -> tuple[list[str], str | None]:
+        """One page of keys below a folder, and the key to start the next page after."""
+        extra = {"StartAfter": folder_key + after} if after else {}
+        response = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=folder_key, MaxKeys=limit, **extra)
+        keys = [item["Key"] for item in response.get("Contents", [])]
+        more = response.get("IsTruncated") and keys
+        return keys, keys[-1][len(folder_key) :] if more else None
 
     def list_documents(self, folder_key: str) -> Iterator[tuple[str, datetime, str]]:
         """(key, LastModified, ETag) of every object below a control folder."""

@@ -22,12 +22,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.arns import AccountRegion, StateMachineArn, parse_state_machine_arn
+from chalicelib.arns import AccountRegion, StateMachineArn
 from chalicelib.clients import AwsClients
+from chalicelib.commands import SwitchMaintenance
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
-from chalicelib.errors import InvalidArn, StateMachineNotFound
+from chalicelib.errors import StateMachineNotFound
 from chalicelib.flag import MaintenanceFlag
+from chalicelib.fleet import known_machines
 from chalicelib.logs import DecisionLog
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
@@ -84,7 +86,7 @@ class Sweeper:
         folders whose tokens carry no ARN of their own (the seed's tokens)."""
         report = SweepReport()
         report.claims_cleared = self._clear_stale_claims()
-        machines = self._machines(home)
+        machines = known_machines(self._flag, self._store, home)
         report.machines = len(machines)
         by_age = sorted(machines.items(), key=lambda item: item[1] or "")
         for index, (machine, _) in enumerate(by_age):
@@ -107,7 +109,10 @@ class Sweeper:
             report.refreshed += 1
             if state.expired(self._now()):
                 self._control.switch(
-                    machine, False, actor=SWEEP_ACTOR, reason="until reached", resume=False, deadline=deadline
+                    machine,
+                    SwitchMaintenance.turn(machine, False, reason="until reached", resume=False),
+                    SWEEP_ACTOR,
+                    deadline,
                 )
                 report.lifted.append(machine.unqualified)
             on = state.effective(self._now())
@@ -126,32 +131,6 @@ class Sweeper:
             Backlog=len(held),
             OldestPausedAgeSeconds=(self._now() - oldest).total_seconds() if oldest else 0,
         )
-
-    def _machines(self, home: AccountRegion | None) -> dict[StateMachineArn, str | None]:
-        """Mirrored machines (with their mirror's age) and machines with token folders."""
-        machines: dict[StateMachineArn, str | None] = dict(self._flag.mirrored())
-        known_names = {machine.name for machine in machines}
-        for name in self._store.machines():
-            if name in known_names:
-                continue
-            machine = self._machine_of_folder(name, home)
-            if machine is not None:
-                machines.setdefault(machine, None)
-        return machines
-
-    def _machine_of_folder(self, name: str, home: AccountRegion | None) -> StateMachineArn | None:
-        for item in self._store.held(name):
-            try:
-                task = self._store.load(item.key)
-            except UnreadableHeldTask:
-                continue
-            if task is not None and task.state_machine_arn:
-                try:
-                    return parse_state_machine_arn(task.state_machine_arn)
-                except InvalidArn:
-                    break
-            break
-        return home.machine(name) if home else None
 
     def _send_heartbeats(self, machine: StateMachineArn, deadline: Deadline) -> tuple[int, int]:
         sfn = self._clients.sfn(machine.region)

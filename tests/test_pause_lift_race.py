@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from chalicelib.arns import parse_state_machine_arn
+from chalicelib.commands import SwitchMaintenance
 from chalicelib.deadline import Deadline
 from chalicelib.events import CheckpointEvent
 from chalicelib.services import Services
@@ -122,7 +123,7 @@ def test_a_pause_racing_a_lift_strands_nothing_after_one_sweep(schedule, warm_ca
         )["stateMachineArn"]
         machine = parse_state_machine_arn(arn)
         handler, lifter = container(), container()
-        lifter.control.switch(machine, True, actor="ci", reason="deploy", resume=False, deadline=Deadline(5))
+        lifter.control.switch(machine, SwitchMaintenance.turn(machine, True, reason="deploy"), "ci", Deadline(5))
         held_before = [f"held-{n}" for n in range(already_held)]
         for token in held_before:
             lifter.store.save(CheckpointEvent(task_token=token, state_machine=machine))
@@ -144,7 +145,7 @@ def test_a_pause_racing_a_lift_strands_nothing_after_one_sweep(schedule, warm_ca
         def lift_maintenance() -> None:
             try:
                 if lift == "api":
-                    lifter.control.switch(machine, False, actor="ci", reason=None, resume=True, deadline=Deadline(10))
+                    lifter.control.switch(machine, SwitchMaintenance.turn(machine, False), "ci", Deadline(10))
                 else:
                     lifter.clients.sfn(REGION).untag_resource(resourceArn=arn, tagKeys=["Maintenance"])
             finally:

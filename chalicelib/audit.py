@@ -1,0 +1,45 @@
+"""The audit trail: one S3 object per action, written once and never rewritten.
+
+``{Prefix}_sfn-pauser/audit/{partition}/{account}/{region}/{Name}/{inverted ms}-{id}.json``:
+the inverted timestamp makes S3's ascending listing newest first, so a page of
+the trail is one ListObjectsV2 call plus one GET per event shown.
+"""
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.arns import StateMachineArn
+from chalicelib.store import TokenStore, iso_timestamp
+
+_LATEST_MS = 10**13 - 1  # year 2286: 13 digits keep every key the same length
+
+
+class AuditTrail:
+    def __init__(self, store: TokenStore, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._store = store
+        self._now = now
+
+    def record(self, machine: StateMachineArn, action: str, actor: str, **details: Any) -> dict[str, Any]:
+        at = self._now()
+        ms = int(at.timestamp() * 1000)
+        key = self._folder(machine) + f"{_LATEST_MS - ms:013d}-{uuid.uuid4().hex[:12]}.json"
+        event = {
+            "at": iso_timestamp(at),
+            "action": action,
+            "stateMachineArn": machine.unqualified,
+            "actor": actor,
+            **{name: value for name, value in details.items() if value is not None},
+        }
+        self._store.put_document(key, event, create_only=True)
+        return event
+
+    def page(self, machine: StateMachineArn, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` events, newest first, and the token for the next page."""
+        keys, next_key = self._store.list_page(self._folder(machine), limit, after)
+        events = [found[0] for key in keys if (found := self._store.get_document(key))]
+        return events, next_key
+
+    def _folder(self, machine: StateMachineArn) -> str:
+        return self._store.control_key("audit", machine.partition, machine.account, machine.region, machine.name, "")
