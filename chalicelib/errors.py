@@ -6,8 +6,14 @@ of an HTTP error body. So the names are part of the contract, and each one
 derives from the Chalice view error that carries the right HTTP status.
 """
 
-from botocore.exceptions import ClientError
-from chalice import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from chalice import BadRequestError, ChaliceViewError, ConflictError, ForbiddenError, NotFoundError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class InvalidInput(BadRequestError):
@@ -55,6 +61,12 @@ class MaintenanceIsOn(ConflictError):
     pass
 
 
+class AwsUnavailable(ChaliceViewError):
+    """AWS throttled us or failed for a passing reason: the caller should retry."""
+
+    STATUS_CODE = 503
+
+
 class ConfigurationError(Exception):
     """An environment variable is missing or malformed; the message names it."""
 
@@ -75,3 +87,38 @@ def about_state_machine(error: ClientError, arn: str) -> Exception:
     if code in _DENIED:
         return StateMachineNotAllowed(f"stateMachineArn: sfn-pauser's role may not act on {arn} ({code})")
     return error
+
+
+_RETRYABLE = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "SlowDown",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalServerError",
+        "ServiceException",
+        "RequestTimeout",
+    }
+)
+
+
+def retryable_as_503(method: F) -> F:
+    """Answer AWS's passing failures (after botocore's retries) with 503, not 500."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _RETRYABLE or status >= 500:
+                raise AwsUnavailable(f"AWS answered {code or status}; nothing was lost, retry later") from None
+            raise
+        except BotoCoreError as error:
+            raise AwsUnavailable(f"AWS could not be reached ({type(error).__name__}); retry later") from None
+
+    return wrapper  # type: ignore[return-value]

@@ -27,6 +27,7 @@ from chalicelib.errors import (
     NotStandardWorkflow,
     StateMachineNotAllowed,
     about_state_machine,
+    retryable_as_503,
 )
 from chalicelib.flag import ALL_TAGS, TAG, TAG_BY, TAG_REASON, TAG_SINCE, TAG_UNTIL, MaintenanceFlag, MaintenanceState
 from chalicelib.fleet import known_machines
@@ -82,6 +83,7 @@ class MaintenanceControl:
 
     # -- switching
 
+    @retryable_as_503
     def switch_all(self, command: SwitchMaintenance, actor: str, deadline: Deadline) -> dict[str, Any]:
         """The ``POST /maintenance`` command: one machine, or a result for each of many."""
         if not command.bulk:
@@ -164,6 +166,7 @@ class MaintenanceControl:
 
     # -- seeing
 
+    @retryable_as_503
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
         self.check(machine)
         state = self._flag.read(machine)
@@ -179,6 +182,7 @@ class MaintenanceControl:
             "quarantined": sum(1 for _ in self._store.quarantined(machine.name)),
         }
 
+    @retryable_as_503
     def overview(self, page: Page) -> dict[str, Any]:
         """Every machine that holds tokens or is in maintenance (as mirrored), by ARN."""
         machines = sorted(known_machines(self._flag, self._store), key=str)
@@ -202,6 +206,7 @@ class MaintenanceControl:
                 )
         return {"stateMachines": listed, "nextToken": None}
 
+    @retryable_as_503
     def paused(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         """The held executions, oldest first; never their tokens."""
         self.check(machine)
@@ -219,6 +224,7 @@ class MaintenanceControl:
             )
         return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": next_token}
 
+    @retryable_as_503
     def audit(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         self.check(machine)
         events, next_token = self._audit.page(machine, page.limit, page.next_token)
@@ -226,6 +232,7 @@ class MaintenanceControl:
 
     # -- acting on what is held
 
+    @retryable_as_503
     def resume(self, command: ResumeHeld, actor: str, deadline: Deadline) -> dict[str, Any]:
         """Resume what is held, oldest first; refuses while maintenance is on unless forced."""
         machine = command.machine
@@ -255,6 +262,7 @@ class MaintenanceControl:
         )
         return result
 
+    @retryable_as_503
     def abort(self, command: AbortHeld, actor: str, deadline: Deadline) -> dict[str, Any]:
         """Fail held executions with SendTaskFailure, for operators who will not continue them."""
         machine = command.machine

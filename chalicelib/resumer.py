@@ -43,6 +43,9 @@ DELETE_BATCH = 100
 DELETE_INTERVAL_SECONDS = 0.5
 # A lease outlives its holder's deadline by this much, for the calls in flight.
 LEASE_MARGIN_SECONDS = 30.0
+# Counting what is left of a backlog costs one listing per 1,000 tokens; past this
+# many the count stops (``remainingCapped``), so an API call answers in time.
+REMAINING_COUNT_CAP = 10_000
 MAX_LAMBDA_SECONDS = 900.0
 
 
@@ -70,6 +73,7 @@ class ResumeReport:
     expired: int = 0
     failed: int = 0
     remaining: int = 0
+    remaining_capped: bool = False
     attempted: int = 0
     throttled: int = 0
     complete: bool = True
@@ -97,6 +101,7 @@ class ResumeReport:
             "expired": self.expired,
             "failed": self.failed,
             "remaining": self.remaining,
+            "remainingCapped": self.remaining_capped,
             "continuing": self.continued or self.busy,
         }
 
@@ -214,7 +219,9 @@ class Resumer:
         deletions.flush()
         report.attempted = started
         if not report.complete:
-            report.remaining += _count(held)
+            counted = _count(held, REMAINING_COUNT_CAP)
+            report.remaining += counted
+            report.remaining_capped = counted == REMAINING_COUNT_CAP
         if limiter is not None:
             report.throttled = limiter.throttles - throttles_before
         return report
@@ -346,8 +353,8 @@ def _collect(done: set[Future[Outcome]], report: ResumeReport) -> None:
         report.add(future.result())
 
 
-def _count(items: Iterator[HeldKey]) -> int:
-    return sum(1 for _ in items)
+def _count(items: Iterator[HeldKey], cap: int) -> int:
+    return sum(1 for _ in itertools.islice(items, cap))
 
 
 def _code(error: Exception) -> str:
