@@ -184,15 +184,11 @@ class TokenStore:
 
     def load(self, key: str) -> HeldTask | None:
         """Read a held task; None when it is already gone (another resumer took it)."""
+        found = self._get(key)
+        if found is None:
+            return None
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        raw = response["Body"].read()
-        try:
-            body = json.loads(raw)
+            body = json.loads(found[0])
         except ValueError:
             raise UnreadableHeldTask(f"{key}: body is not JSON") from None
         if not isinstance(body, dict):
@@ -244,17 +240,24 @@ class TokenStore:
 
     def get_document(self, key: str) -> tuple[dict[str, Any], str] | None:
         """A JSON document and its ETag, or None when there is none (or it is not JSON)."""
+        found = self._get(key)
+        if found is None:
+            return None
+        try:
+            body = json.loads(found[0])
+        except ValueError:
+            return None
+        return (body, found[1]) if isinstance(body, dict) else None
+
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        """An object's bytes and ETag; None when there is no such object."""
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 return None
             raise
-        try:
-            body = json.loads(response["Body"].read())
-        except ValueError:
-            return None
-        return (body, response["ETag"]) if isinstance(body, dict) else None
+        return response["Body"].read(), response["ETag"]
 
     def delete_if_unchanged(self, key: str, etag: str) -> bool:
         """Delete unless the object was rewritten since ``etag`` was read (If-Match)."""

@@ -62,6 +62,16 @@ def aws() -> Iterator[Aws]:
 
 
 @pytest.fixture
+def plain_aws() -> Iterator[None]:
+    """moto without the interpreter: SendTaskSuccess accepts any token, for tests of
+    many fake tokens (count the sends with tests/sends.py)."""
+    make_s3_atomic()
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        yield
+
+
+@pytest.fixture
 def bucket(aws: Aws) -> str:
     aws.s3.create_bucket(Bucket=BUCKET)
     return BUCKET

@@ -3,9 +3,7 @@ continuations may resume the same machine at once. Each token must be sent once.
 
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.deadline import Deadline
@@ -14,18 +12,10 @@ from chalicelib.services import Services
 from tests import harness
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import REGION
-from tests.moto_fidelity import make_s3_atomic
 from tests.sends import counting_sends
 
 MACHINE = parse_state_machine_arn(f"arn:aws:states:{REGION}:123456789012:stateMachine:Busy")
 
-
-@pytest.fixture
-def plain_aws():
-    make_s3_atomic()
-    with mock_aws():
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
-        yield
 
 
 def container() -> Services:

@@ -9,11 +9,9 @@ and a clean resume must finish the job: every token sent, nothing still held.
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
-from moto import mock_aws
 
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.deadline import Deadline
@@ -22,7 +20,6 @@ from chalicelib.services import Services
 from tests import harness
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import REGION
-from tests.moto_fidelity import make_s3_atomic
 from tests.sends import counting_sends
 
 MACHINE = parse_state_machine_arn(f"arn:aws:states:{REGION}:123456789012:stateMachine:Faulty")
@@ -74,13 +71,6 @@ class FaultInjector:
             raise answer
         return answer
 
-
-@pytest.fixture
-def plain_aws():
-    make_s3_atomic()
-    with mock_aws():
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
-        yield
 
 
 def container() -> Services:
