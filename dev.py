@@ -17,21 +17,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
+# What the venv is built from: a change to any of them reinstalls. pyproject.toml
+# declares the CLI package (cli/sfn_pauser_cli) and its `sfn-pauser` command.
+INSTALLED_FROM = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt", ROOT / "pyproject.toml"]
 
 
 def ensure_venv() -> None:
-    """Create .venv and install the pinned requirements, again only when they change."""
+    """Create .venv, install the pinned requirements and the project itself, again only when they change."""
     stamp = VENV / ".requirements.sha256"
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in REQUIREMENTS)).hexdigest()
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in INSTALLED_FROM)).hexdigest()
     if PYTHON.exists() and stamp.exists() and stamp.read_text() == digest:
         return
     if not PYTHON.exists():
         print(f"dev: creating {VENV.relative_to(ROOT)}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    print("dev: installing requirements-dev.txt", flush=True)
+    print("dev: installing requirements-dev.txt and the sfn-pauser command (pip install -e .)", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "-r", str(ROOT / "requirements-dev.txt")], check=True)
+    subprocess.run([*pip, "-e", str(ROOT)], check=True)
     stamp.write_text(digest)
 
 

@@ -1,0 +1,326 @@
+"""What each subcommand asks the API, how ``--wait`` waits, and what is printed.
+
+Results go to stdout: the API's body with ``--json``, else a line or two per
+state machine. Progress and errors go to stderr, so a pipeline can capture the
+result and still show the rest in its log.
+"""
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from sfn_pauser_cli.api import Api, ApiError, Unreachable
+
+# The API takes at most this many state machines in one POST /maintenance.
+MAX_MACHINES_PER_REQUEST = 50
+# Status polls while waiting for the backlog: quick at first, then every few seconds
+# (each poll lists the held tokens in S3).
+FIRST_POLL_SECONDS = 0.5
+MAX_POLL_SECONDS = 5.0
+# A backlog that has not shrunk over this many polls gets a POST /resume: the
+# resume chain may have stopped (it does when it makes no progress, and the
+# scheduled sweep restarts it only a minute later).
+STALL_POLLS = 3
+
+
+class Failure(Exception):
+    """The request went through, but the outcome is not what was asked for (exit 1)."""
+
+
+class TimedOut(Exception):
+    """``--timeout`` passed before what ``--wait`` waits for (exit 3)."""
+
+
+@dataclass
+class Output:
+    json_mode: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def result(self, body: Any, lines: list[str]) -> None:
+        if self.json_mode:
+            print(json.dumps(body), file=self.out, flush=True)
+        else:
+            for line in lines:
+                print(line, file=self.out, flush=True)
+
+    def progress(self, text: str) -> None:
+        print(f"sfn-pauser: {text}", file=self.err, flush=True)
+
+
+# ---------------------------------------------------------------- on and off
+
+
+def switch(api: Api, output: Output, machines: list[str], options: dict[str, Any], wait: float | None) -> None:
+    """POST /maintenance for each machine (50 a request), then wait if asked.
+
+    ``wait`` is the ``--timeout`` in seconds, or None without ``--wait``.
+    """
+    enabled = bool(options["enabled"])
+    body, results = _post_switch(api, machines, options)
+    switched = [result for result in results if "error" not in result]
+    refused = [result for result in results if "error" in result]
+    for result in refused:
+        error = result["error"] if isinstance(result["error"], dict) else {}
+        output.progress(
+            f"{_name(result.get('stateMachineArn'))}: {error.get('Code', 'Error')}: {error.get('Message', '')}"
+        )
+    if wait is None:
+        output.result(body, [_switch_line(result) for result in switched])
+    else:
+        for result in switched:
+            output.progress(_switch_line(result))
+        deadline = time.monotonic() + wait
+        if enabled:
+            _wait_for_handlers(output, switched, wait)
+        else:
+            for result in switched:
+                _wait_until_drained(api, output, result, deadline)
+        statuses = {
+            str(result["stateMachineArn"]): api.get("/maintenance", _query(result), deadline=deadline)
+            for result in switched
+        }
+        final = [statuses.get(str(result.get("stateMachineArn")), result) for result in results]
+        output.result(final[0] if len(machines) == 1 else {"results": final}, _status_lines(statuses.values()))
+        for status in statuses.values():
+            if bool(status.get("maintenance")) != enabled:
+                raise Failure(
+                    f"{_name(status.get('stateMachineArn'))}: maintenance is {_on_off(status.get('maintenance'))} "
+                    f"again{_set_by(status)}; something else switched it while this command waited"
+                )
+    if refused:
+        raise Failure(f"{len(refused)} of {len(results)} state machines were not switched")
+
+
+def _post_switch(api: Api, machines: list[str], options: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """The API's body as it is (merged when over 50 machines) and the per-machine results."""
+    # Setting a state is safe to repeat, so a throttled or dropped request is tried again.
+    if len(machines) == 1:
+        body = api.post("/maintenance", {"stateMachineArn": machines[0], **options}, retry=True)
+        return body, [_object(body, "POST /maintenance")]
+    results: list[dict[str, Any]] = []
+    bodies = []
+    for start in range(0, len(machines), MAX_MACHINES_PER_REQUEST):
+        chunk = machines[start : start + MAX_MACHINES_PER_REQUEST]
+        body = api.post("/maintenance", {"stateMachineArns": chunk, **options}, retry=True)
+        listed = _object(body, "POST /maintenance").get("results")
+        if not isinstance(listed, list):
+            raise Failure(f"POST /maintenance answered without a results list: {json.dumps(body)[:300]}")
+        results.extend(_object(item, "POST /maintenance results") for item in listed)
+        bodies.append(body)
+    return (bodies[0] if len(bodies) == 1 else {"results": results}), results
+
+
+def _wait_for_handlers(output: Output, switched: list[dict[str, Any]], timeout: float) -> None:
+    """Sleep until every warm task handler has seen maintenance on (``effectiveWithinSeconds``)."""
+    if any("effectiveWithinSeconds" not in result for result in switched):
+        output.progress(
+            "the API did not say how long task handlers may act on a cached flag (no effectiveWithinSeconds), "
+            "so this command cannot wait for them"
+        )
+    seconds = max((_number(result.get("effectiveWithinSeconds")) for result in switched), default=0.0)
+    if seconds <= 0:
+        return
+    output.progress(
+        f"waiting {seconds:g}s: a warm task handler may act on the maintenance flag it cached up to {seconds:g}s "
+        "ago (MaintenanceCacheSeconds), so until then an execution reaching the checkpoint may still go on"
+    )
+    if seconds > timeout:
+        time.sleep(timeout)
+        raise TimedOut(
+            f"--timeout {timeout:g}s is shorter than the {seconds:g}s task handlers may take to see maintenance on; "
+            "it is on, but an execution may still pass the checkpoint for a few seconds"
+        )
+    time.sleep(seconds)
+
+
+def _wait_until_drained(api: Api, output: Output, switched: dict[str, Any], deadline: float) -> None:
+    """Poll the status until nothing is held, nudging a backlog that stops shrinking."""
+    name = _name(switched.get("stateMachineArn"))
+    query = _query(switched)
+    total = sum(_count(switched, key) for key in ("resumed", "expired", "failed", "remaining"))
+    started = time.monotonic()
+    delay = FIRST_POLL_SECONDS
+    smallest: int | None = None
+    flat = 0
+    while True:
+        status = api.get("/maintenance", query, deadline=deadline)
+        held = _count(status, "paused", required=True)
+        total = max(total, held)
+        if held == 0:
+            output.progress(f"{name}: nothing held ({total} released) after {time.monotonic() - started:.0f}s")
+            return
+        if status.get("maintenance"):
+            raise Failure(
+                f"{name}: maintenance is on again{_set_by(status)}, so {held} held executions stay held; "
+                "this command does not switch it off a second time"
+            )
+        if smallest is None or held < smallest:
+            smallest, flat = held, 0
+            output.progress(f"{name}: {held} held, {total - held} of {total} released so far{_oldest(status)}")
+        else:
+            flat += 1
+        if flat >= STALL_POLLS:
+            flat = 0
+            _nudge(api, output, name, query, deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimedOut(
+                f"{name}: {held} executions still held after {time.monotonic() - started:.0f}s; maintenance is "
+                "off and what is held goes on resuming (the scheduled sweep picks up a stalled backlog every minute)"
+            )
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, MAX_POLL_SECONDS)
+
+
+def _nudge(api: Api, output: Output, name: str, query: dict[str, str], deadline: float) -> None:
+    """POST /resume for a stalled backlog. Only a push: if it fails, the sweep still comes."""
+    try:
+        nudged = _object(api.post("/resume", query, deadline=deadline), "POST /resume")
+    except (ApiError, Unreachable, Failure) as error:
+        output.progress(f"{name}: the backlog stopped shrinking, and asking the API to resume it failed ({error})")
+        return
+    output.progress(f"{name}: the backlog stopped shrinking; asked the API to resume it: {_counts(nudged)}")
+
+
+# ---------------------------------------------------------------- the others
+
+
+def status(api: Api, output: Output, machine: str) -> None:
+    body = _object(api.get("/maintenance", {"stateMachineArn": machine}), "GET /maintenance")
+    output.result(body, _status_lines([body]))
+
+
+def resume(api: Api, output: Output, machine: str, options: dict[str, Any]) -> None:
+    body = _object(api.post("/resume", {"stateMachineArn": machine, **options}), "POST /resume")
+    output.result(body, [f"{_name(body.get('stateMachineArn', machine))}: {_counts(body)}"])
+
+
+def abort(api: Api, output: Output, machine: str, options: dict[str, Any]) -> None:
+    body = _object(api.post("/abort", {"stateMachineArn": machine, **options}), "POST /abort")
+    line = f"aborted {_count(body, 'aborted')}, expired {_count(body, 'expired')}"
+    if "failed" in body:
+        line += f", failed {_count(body, 'failed')}"
+    output.result(body, [f"{_name(body.get('stateMachineArn', machine))}: {line}, {_still_held(body)}"])
+
+
+def audit(api: Api, output: Output, machine: str, query: dict[str, str]) -> None:
+    body = _object(api.get("/audit", {"stateMachineArn": machine, **query}), "GET /audit")
+    events = body.get("events") if isinstance(body.get("events"), list) else []
+    lines = [_event_line(event) for event in events] or [f"{_name(machine)}: no events"]
+    if body.get("nextToken"):
+        lines.append(f"(older events: --next-token {body['nextToken']})")
+    output.result(body, lines)
+
+
+# ---------------------------------------------------------------- wording
+
+
+def _switch_line(result: dict[str, Any]) -> str:
+    name = _name(result.get("stateMachineArn"))
+    state = _on_off(result.get("maintenance"))
+    if result.get("dryRun"):
+        verb = f"would switch maintenance {state}" if result.get("changed") else f"maintenance would stay {state}"
+        return f"{name}: dry run: {verb}; {_count(result, 'paused')} held"
+    text = f"{name}: maintenance {'switched' if result.get('changed') else 'was already'} {state}"
+    text += _reason_until(result)
+    if any(key in result for key in ("resumed", "remaining")):
+        text += f"; {_counts(result)}"
+    return text
+
+
+def _status_lines(statuses: Iterator[dict[str, Any]] | Any) -> list[str]:
+    lines = []
+    for status in statuses:
+        name = _name(status.get("stateMachineArn"))
+        state = f"{name}: maintenance {_on_off(status.get('maintenance'))}"
+        if status.get("maintenance"):
+            state += f" since {status.get('since') or '?'}{_set_by(status)}"
+        lines.append(state + _reason_until(status))
+        held = f"{name}: {_count(status, 'paused')} held{_oldest(status)}"
+        if status.get("quarantined"):
+            held += f"; {_count(status, 'quarantined')} quarantined (tokens that could not be resumed)"
+        lines.append(held)
+    return lines
+
+
+def _event_line(event: Any) -> str:
+    if not isinstance(event, dict):
+        return json.dumps(event)
+    shown = ("at", "action", "actor", "stateMachineArn")
+    rest = " ".join(f"{key}={json.dumps(value)}" for key, value in event.items() if key not in shown)
+    return f"{event.get('at', '?')}  {event.get('action', '?')}  by {event.get('actor', '?')}  {rest}".rstrip()
+
+
+def _counts(body: dict[str, Any]) -> str:
+    text = (
+        f"resumed {_count(body, 'resumed')}, expired {_count(body, 'expired')}, "
+        f"failed {_count(body, 'failed')}, {_still_held(body)}"
+    )
+    if body.get("continuing"):
+        text += " (the rest goes on resuming in the background)"
+    return text
+
+
+def _still_held(body: dict[str, Any]) -> str:
+    # Past a large backlog the API stops counting (remainingCapped): the count is a floor.
+    return f"{_count(body, 'remaining')}{'+' if body.get('remainingCapped') else ''} still held"
+
+
+def _reason_until(body: dict[str, Any]) -> str:
+    parts = [f"reason: {body['reason']}"] if body.get("reason") else []
+    if body.get("until"):
+        parts.append(f"until {body['until']}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _set_by(status: dict[str, Any]) -> str:
+    return f" by {status['by']}" if status.get("by") else ""
+
+
+def _oldest(status: dict[str, Any]) -> str:
+    if not status.get("oldestPausedAt"):
+        return ""
+    age = status.get("oldestPausedAgeSeconds")
+    return f", the oldest paused at {status['oldestPausedAt']}" + (
+        f" ({_number(age):.0f}s ago)" if age is not None else ""
+    )
+
+
+def _on_off(value: Any) -> str:
+    return "on" if value else "off"
+
+
+def _name(arn: Any) -> str:
+    """A state machine's name (with its version or alias) from its ARN, for people to read."""
+    text = str(arn or "?")
+    return text.split(":stateMachine:", 1)[1] if ":stateMachine:" in text else text
+
+
+def _query(result: dict[str, Any]) -> dict[str, str]:
+    return {"stateMachineArn": str(result["stateMachineArn"])}
+
+
+# ---------------------------------------------------------------- reading answers
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Failure(f"{what} answered {json.dumps(body)[:300]}, not a JSON object")
+    return body
+
+
+def _count(body: dict[str, Any], key: str, *, required: bool = False) -> int:
+    if required and key not in body:
+        raise Failure(f"the API's answer has no {key!r}: {json.dumps(body)[:300]}")
+    value = body.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Failure(f"the API's {key!r} is {value!r}, not a number")
+    return int(value)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
