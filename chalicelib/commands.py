@@ -6,6 +6,7 @@ docs/openapi.json (a test keeps the two in step).
 """
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,8 +158,21 @@ def parse_page(query: Mapping[str, str] | None, *, machine_required: bool) -> Pa
     return Page(
         machine=parse_state_machine_arn(arn) if arn else None,
         limit=page_size,
-        next_token=fields.string("nextToken", required=False, max_length=2048) or None,
+        next_token=_next_token(fields),
     )
+
+
+# Our tokens are key names (UUIDs, inverted timestamps) or ARNs: nothing else is one of ours.
+_NEXT_TOKEN = re.compile(r"[A-Za-z0-9:._/-]{1,2048}")
+
+
+def _next_token(fields: Fields) -> str | None:
+    token = fields.string("nextToken", required=False, max_length=2048)
+    if not token:
+        return None
+    if not _NEXT_TOKEN.fullmatch(token):
+        raise InvalidField("nextToken", "is not a token this API gave out; pass back nextToken as it was returned")
+    return token
 
 
 def _machines(fields: Fields) -> tuple[tuple[StateMachineArn, ...], bool]:

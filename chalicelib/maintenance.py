@@ -15,7 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 from chalice import ChaliceViewError
 
-from chalicelib.arns import StateMachineArn
+from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
 from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance
@@ -144,7 +144,8 @@ class MaintenanceControl:
     def _target(self, before: MaintenanceState, command: SwitchMaintenance, actor: str) -> MaintenanceState:
         if not command.enabled:
             return MaintenanceState(on=False)
-        keep = before.on
+        # A maintenance whose `until` has passed is over, even before the sweep untags it.
+        keep = before.effective(self._now())
         return MaintenanceState(
             on=True,
             since=before.since if keep else iso_timestamp(self._now()),
@@ -214,6 +215,8 @@ class MaintenanceControl:
         held = []
         for item in items:
             task = self._store.load_quietly(item.key)
+            if task and task.state_machine_arn and not _same_machine(task.state_machine_arn, machine):
+                continue  # a namesake in another region or account shares the folder
             held.append(
                 {
                     "executionArn": task.execution_arn if task else None,
@@ -323,6 +326,13 @@ class MaintenanceControl:
 
     def _age(self, moment: datetime | None) -> float | None:
         return round((self._now() - moment).total_seconds(), 3) if moment else None
+
+
+def _same_machine(arn: str, machine: StateMachineArn) -> bool:
+    try:
+        return parse_state_machine_arn(arn).unqualified == machine.unqualified
+    except InvalidArn:
+        return True
 
 
 def _shown(state: MaintenanceState) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from chalicelib.events import CheckpointEvent, parse_checkpoint_event, token_fro
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.logs import DecisionLog, fingerprint
 from chalicelib.metrics import Metrics
+from chalicelib.resumer import Resumer
 from chalicelib.store import TokenStore
 
 # AWS limits a SendTaskFailure cause to 32,768 characters.
@@ -25,6 +26,7 @@ class Pauser:
         flag: MaintenanceFlag,
         store: TokenStore,
         drainer: Drainer,
+        resumer: Resumer,
         clients: AwsClients,
         log: DecisionLog,
         metrics: Metrics,
@@ -33,6 +35,7 @@ class Pauser:
         self._flag = flag
         self._store = store
         self._drainer = drainer
+        self._resumer = resumer
         self._clients = clients
         self._log = log
         self._metrics = metrics
@@ -59,13 +62,16 @@ class Pauser:
             self._fail_own_task(event, error)
             raise
         machine = checkpoint.state_machine
-        if lifted_meanwhile:
-            # Maintenance was lifted while this token was being saved: the lifter may
-            # have listed the folder before it existed. Resume it (and any others)
-            # now, without waiting for a lease, so it is not stranded.
-            self._log.decision("lifted-while-saving", stateMachine=machine.unqualified)
         try:
-            report = self._drainer.drain(machine, deadline, exclusive=not lifted_meanwhile)
+            if lifted_meanwhile:
+                # Maintenance was lifted while this token was being saved: the lifter
+                # may have listed the folder before it existed. Resume this token now
+                # so it is not stranded; the rest is the lifter's (who may have said
+                # "resume": false), the next proceeding execution's or the sweep's.
+                self._log.decision("lifted-while-saving", stateMachine=machine.unqualified, key=key)
+                report = self._resumer.resume_key(machine, key, deadline)
+            else:
+                report = self._drainer.drain(machine, deadline, exclusive=True)
         except (ClientError, BotoCoreError) as error:
             # This execution goes on either way; what is held stays held for the sweep.
             self._log.decision("resume-failed", logging.WARNING, stateMachine=machine.unqualified, error=str(error))

@@ -65,6 +65,7 @@ class Outcome(Enum):
     BUSY = "busy"  # claimed by another resumer
     GONE = "gone"  # already resumed by another resumer
     SKIPPED = "skipped"  # not this machine's, or not selected
+    LEFT = "left"  # beyond the caller's limit
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ResumeReport:
             self.expired += 1
         elif outcome is Outcome.FAILED:
             self.failed += 1
-        elif outcome in (Outcome.KEPT, Outcome.BUSY):
+        elif outcome in (Outcome.KEPT, Outcome.BUSY, Outcome.LEFT):
             self.remaining += 1
 
     @property
@@ -104,6 +105,26 @@ class ResumeReport:
             "remainingCapped": self.remaining_capped,
             "continuing": self.continued or self.busy,
         }
+
+
+class _Quota:
+    """How many held tasks a resume may take on (``limit``), counted across workers."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = limit
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    @property
+    def exhausted(self) -> bool:
+        return self._limit is not None and self._taken >= self._limit
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.exhausted:
+                return False
+            self._taken += 1
+            return True
 
 
 class _Deletions:
@@ -187,6 +208,11 @@ class Resumer:
         finally:
             self._store.release_lease(lease)
 
+    def resume_key(self, machine: StateMachineArn, key: str, deadline: Deadline) -> ResumeReport:
+        """Resume one held task by its key (a handler's own, saved while maintenance was lifted)."""
+        held = self._store.held_key(key)
+        return self._resume(machine, iter([held]), deadline, None, None, None) if held else ResumeReport()
+
     def _resume(
         self,
         machine: StateMachineArn,
@@ -201,16 +227,17 @@ class Resumer:
         throttles_before = limiter.throttles if limiter else 0
         deletions = _Deletions(self._store, self._log)
         started = 0
+        quota = _Quota(limit)
         in_flight: set[Future[Outcome]] = set()
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
             for item in held:
-                if deadline.expired() or (limit is not None and started >= limit):
+                if deadline.expired() or quota.exhausted:
                     report.remaining += 1
                     report.complete = False
                     report.out_of_time = deadline.expired()
                     break
                 started += 1
-                in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected, abort))
+                in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected, abort, quota))
                 if len(in_flight) >= self._concurrency:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     _collect(done, report)
@@ -233,6 +260,7 @@ class Resumer:
         deletions: _Deletions,
         selected: Callable[[HeldTask], bool] | None,
         abort: Abort | None,
+        quota: "_Quota",
     ) -> Outcome:
         try:
             if selected is not None:
@@ -241,6 +269,8 @@ class Resumer:
                 task = self._store.load(item.key)
                 if task is None or not selected(task):
                     return Outcome.SKIPPED
+            if not quota.take():
+                return Outcome.LEFT
             claim = self._store.claim(item.key, self._owner)
             if claim is None:
                 return Outcome.BUSY

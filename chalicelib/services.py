@@ -60,7 +60,7 @@ class Services:
             flag=flag,
             resumer=resumer,
             drainer=drainer,
-            pauser=Pauser(flag, store, drainer, clients, log, metrics, region),
+            pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region),
             control=control,
             sweeper=Sweeper(flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks),
         )

@@ -173,6 +173,13 @@ class TokenStore:
         next_token = last[0]["Key"][len(folder) :] if response.get("IsTruncated") and last else None
         return found, next_token
 
+    def held_key(self, key: str) -> HeldKey | None:
+        """The listing entry for one key this process saved (no S3 call)."""
+        match = _TOKEN_NAME.fullmatch(key.rsplit("/", 1)[-1])
+        if match is None:
+            return None
+        return HeldKey(key, paused_at_of(match["id"]) or datetime.now(UTC))
+
     def machines(self) -> Iterator[str]:
         """Names of the state machines whose folders exist (hold or held tokens)."""
         paginator = self._s3.get_paginator("list_objects_v2")

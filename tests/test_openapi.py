@@ -1,0 +1,683 @@
+"""docs/openapi.json, checked against the code so that the two cannot drift apart.
+
+The routes against ``app.app.routes`` and Chalice's own API Gateway definition; the
+fields, limits, defaults and required-ness against the parsers in chalicelib/commands.py
+(by asking the parsers themselves); the documented answers against real answers of the
+app, validated with the document's own schemas; and, with schemathesis, requests
+generated from the document against the app.
+"""
+
+import copy
+import inspect
+import json
+import re
+from http import HTTPStatus
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+import schemathesis
+from chalice import ChaliceViewError, IAMAuthorizer
+from chalice.deploy.swagger import SwaggerGenerator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+from moto.core.exceptions import JsonRESTError
+from moto.stepfunctions.models import StepFunctionBackend
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_spec
+from schemathesis.config import SchemathesisConfig
+
+import app as chalice_app
+from chalicelib import errors
+from chalicelib.arns import parse_state_machine_arn
+from chalicelib.commands import (
+    ABORT_ERROR,
+    ABORT_FIELDS,
+    DEFAULT_PAGE,
+    MAX_CAUSE,
+    MAX_ERROR,
+    MAX_EXECUTIONS,
+    MAX_MACHINES,
+    MAX_PAGE,
+    MAX_REASON,
+    PAGE_QUERY,
+    RESUME_FIELDS,
+    SWITCH_FIELDS,
+    parse_abort,
+    parse_page,
+    parse_resume,
+    parse_status,
+    parse_switch,
+)
+from chalicelib.errors import InvalidArn, InvalidInput, MissingField, UnknownField
+from chalicelib.resumer import REMAINING_COUNT_CAP
+from tests.conftest import BUCKET
+from tests.harness import ACCOUNT, REGION, ROOT
+from tests.sends import counting_sends
+
+DOC = json.loads((ROOT / "docs" / "openapi.json").read_text())
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+ORDERS = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:Orders"
+JSON = {"Content-Type": "application/json"}
+PASS = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
+
+
+def at(pointer, document=DOC):
+    """The node a JSON pointer (``#/a/b``) names."""
+    node = document
+    for part in pointer.removeprefix("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def resolve(node):
+    while "$ref" in node:
+        node = at(node["$ref"])
+    return node
+
+
+def operations_of(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, operation
+
+
+def operations():
+    yield from operations_of(DOC)
+
+
+def request_schema(path, method):
+    return resolve(DOC["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"])
+
+
+def query_parameters(path, method):
+    return [resolve(parameter) for parameter in DOC["paths"][path][method].get("parameters", [])]
+
+
+def page_of_one(query):
+    return parse_page(query, machine_required=True)
+
+
+def overview_page(query):
+    return parse_page(query, machine_required=False)
+
+
+# What reads each body and each query string: the route's view calls these.
+BODY_PARSERS = {
+    ("/maintenance", "post"): (parse_switch, SWITCH_FIELDS),
+    ("/resume", "post"): (parse_resume, RESUME_FIELDS),
+    ("/abort", "post"): (parse_abort, ABORT_FIELDS),
+}
+QUERY_PARSERS = {
+    ("/maintenance", "get"): (parse_status, overview_page),
+    ("/maintenance/paused", "get"): (page_of_one,),
+    ("/audit", "get"): (page_of_one,),
+}
+CALLED_BY_VIEW = {parse_status: "parse_status(", overview_page: "parse_page(", page_of_one: "parse_page("}
+
+
+def source_of_view(path, method):
+    return inspect.getsource(chalice_app.app.routes[path][method.upper()].view_function)
+
+
+def accepted_by(parse):
+    """The names a parser accepts, as it says itself when refusing an unknown one."""
+    with pytest.raises(UnknownField) as refused:
+        parse({"sfnPauserProbe": "1"})
+    return set(str(refused.value).split("expected only ", 1)[1].split(", "))
+
+
+# -- the document itself
+
+
+def test_the_document_is_valid_openapi_3_0():
+    assert DOC["openapi"].startswith("3.0.")
+    validate_spec(DOC)
+
+
+def test_the_document_describes_exactly_the_routes_of_the_app():
+    routes = {(path, method.lower()) for path, methods in chalice_app.app.routes.items() for method in methods}
+
+    assert {(path, method) for path, method, _ in operations()} == routes
+
+
+def test_every_operation_is_signed_with_sigv4_as_api_gateway_will_enforce_it():
+    deployed = SwaggerGenerator(
+        REGION, {"api_handler_arn": "arn:aws:lambda:::function:sfn-pauser-dev"}
+    ).generate_swagger(chalice_app.app)
+
+    for path, method, operation in operations():
+        route = chalice_app.app.routes[path][method.upper()]
+        assert isinstance(route.authorizer, IAMAuthorizer), f"{method} {path}"
+        assert operation["security"] == [{route.authorizer.name: []}] == deployed["paths"][path][method]["security"]
+    schemes = DOC["components"]["securitySchemes"]
+    for name, definition in deployed["securityDefinitions"].items():
+        assert {key: schemes[name][key] for key in definition} == definition
+    assert DOC["security"] == [{"sigv4": []}]
+
+
+def test_the_version_is_the_projects():
+    project = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+
+    assert DOC["info"]["version"] == project[1]
+
+
+# -- request bodies and query strings against the parsers
+
+
+@pytest.mark.parametrize(("path", "method"), BODY_PARSERS.keys(), ids=lambda value: str(value))
+def test_each_body_has_exactly_the_fields_its_parser_accepts_and_no_others(path, method):
+    parse, fields = BODY_PARSERS[path, method]
+    schema = request_schema(path, method)
+
+    assert set(schema["properties"]) == set(fields) == accepted_by(parse)
+    assert schema["additionalProperties"] is False
+    assert DOC["paths"][path][method]["requestBody"]["required"] is True
+    assert f"{parse.__name__}(" in source_of_view(path, method)
+
+
+def test_only_the_posts_have_bodies_and_they_are_json_as_the_routes_accept():
+    for path, method, operation in operations():
+        if (path, method) in BODY_PARSERS:
+            route = chalice_app.app.routes[path][method.upper()]
+            assert list(operation["requestBody"]["content"]) == route.content_types
+        else:
+            assert "requestBody" not in operation, f"{method} {path}"
+
+
+@pytest.mark.parametrize(("path", "method"), QUERY_PARSERS.keys(), ids=lambda value: str(value))
+def test_each_query_has_exactly_the_parameters_its_parsers_accept(path, method):
+    parsers = QUERY_PARSERS[path, method]
+    parameters = query_parameters(path, method)
+
+    assert all(parameter["in"] == "query" for parameter in parameters)
+    names = {parameter["name"] for parameter in parameters}
+    assert names == set().union(*(accepted_by(parse) for parse in parsers))
+    assert set(PAGE_QUERY) <= names
+    for parse in parsers:
+        assert CALLED_BY_VIEW[parse] in source_of_view(path, method)
+
+
+def test_the_listings_of_one_machine_require_it_and_the_overview_does_not():
+    for path in ("/maintenance/paused", "/audit"):
+        [machine] = [p for p in query_parameters(path, "get") if p["name"] == "stateMachineArn"]
+        assert machine["required"] is True
+    with pytest.raises(MissingField, match=r"^stateMachineArn:"):
+        page_of_one({})
+    [optional] = [p for p in query_parameters("/maintenance", "get") if p["name"] == "stateMachineArn"]
+    assert optional["required"] is False
+    assert overview_page({}).machine is None
+    for path, method, _ in operations():
+        others = [p for p in query_parameters(path, method) if p["name"] != "stateMachineArn"]
+        assert not any(parameter["required"] for parameter in others), f"{method} {path}"
+
+
+SCHEMAS = "#/components/schemas"
+LIMITS = {
+    f"{SCHEMAS}/SwitchRequest/properties/reason/maxLength": MAX_REASON,
+    f"{SCHEMAS}/SwitchRequest/properties/stateMachineArns/maxItems": MAX_MACHINES,
+    f"{SCHEMAS}/ResumeRequest/properties/executionArns/maxItems": MAX_EXECUTIONS,
+    f"{SCHEMAS}/AbortRequest/properties/executionArns/maxItems": MAX_EXECUTIONS,
+    f"{SCHEMAS}/AbortRequest/properties/error/maxLength": MAX_ERROR,
+    f"{SCHEMAS}/AbortRequest/properties/error/default": ABORT_ERROR,
+    f"{SCHEMAS}/AbortRequest/properties/cause/maxLength": MAX_CAUSE,
+}
+
+
+def test_the_documented_limits_are_the_codes_constants():
+    assert {pointer: at(pointer) for pointer in LIMITS} == LIMITS
+    assert f"{REMAINING_COUNT_CAP:,}" in at(f"{SCHEMAS}/ResumeResult/properties/remainingCapped/description")
+    for path, method, _ in operations():
+        for parameter in query_parameters(path, method):
+            if parameter["name"] == "limit":
+                limit = parameter["schema"]
+                assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, MAX_PAGE, DEFAULT_PAGE)
+
+
+def arns(count):
+    return [f"{ORDERS}{n}" for n in range(count)]
+
+
+def long_until(length):
+    return "2099-01-01T00:00:00Z".ljust(length)  # the parser trims, as fromisoformat needs
+
+
+# Each documented bound, the parser that must enforce it, and a request that is
+# valid but for the size given.
+BOUNDS = {
+    "switch-reason": (
+        f"{SCHEMAS}/SwitchRequest/properties/reason/maxLength",
+        parse_switch,
+        lambda n: {"stateMachineArn": ORDERS, "enabled": True, "reason": "r" * n},
+    ),
+    "switch-until": (
+        f"{SCHEMAS}/SwitchRequest/properties/until/maxLength",
+        parse_switch,
+        lambda n: {"stateMachineArn": ORDERS, "enabled": True, "until": long_until(n)},
+    ),
+    "switch-arns-at-most": (
+        f"{SCHEMAS}/SwitchRequest/properties/stateMachineArns/maxItems",
+        parse_switch,
+        lambda n: {"stateMachineArns": arns(n), "enabled": True},
+    ),
+    "switch-arns-at-least": (
+        f"{SCHEMAS}/SwitchRequest/properties/stateMachineArns/minItems",
+        parse_switch,
+        lambda n: {"stateMachineArns": arns(n), "enabled": True},
+    ),
+    "resume-executions-at-most": (
+        f"{SCHEMAS}/ResumeRequest/properties/executionArns/maxItems",
+        parse_resume,
+        lambda n: {"stateMachineArn": ORDERS, "executionArns": [f"e{i}" for i in range(n)]},
+    ),
+    "resume-executions-at-least": (
+        f"{SCHEMAS}/ResumeRequest/properties/executionArns/minItems",
+        parse_resume,
+        lambda n: {"stateMachineArn": ORDERS, "executionArns": [f"e{i}" for i in range(n)]},
+    ),
+    "resume-limit": (
+        f"{SCHEMAS}/ResumeRequest/properties/limit/minimum",
+        parse_resume,
+        lambda n: {"stateMachineArn": ORDERS, "limit": n},
+    ),
+    "abort-executions-at-most": (
+        f"{SCHEMAS}/AbortRequest/properties/executionArns/maxItems",
+        parse_abort,
+        lambda n: {"stateMachineArn": ORDERS, "executionArns": [f"e{i}" for i in range(n)]},
+    ),
+    "abort-executions-at-least": (
+        f"{SCHEMAS}/AbortRequest/properties/executionArns/minItems",
+        parse_abort,
+        lambda n: {"stateMachineArn": ORDERS, "executionArns": [f"e{i}" for i in range(n)]},
+    ),
+    "abort-error": (
+        f"{SCHEMAS}/AbortRequest/properties/error/maxLength",
+        parse_abort,
+        lambda n: {"stateMachineArn": ORDERS, "all": True, "error": "E" * n},
+    ),
+    "abort-cause": (
+        f"{SCHEMAS}/AbortRequest/properties/cause/maxLength",
+        parse_abort,
+        lambda n: {"stateMachineArn": ORDERS, "all": True, "cause": "c" * n},
+    ),
+    "page-limit-at-most": (
+        "#/components/parameters/Limit/schema/maximum",
+        page_of_one,
+        lambda n: {"stateMachineArn": ORDERS, "limit": str(n)},
+    ),
+    "page-limit-at-least": (
+        "#/components/parameters/Limit/schema/minimum",
+        page_of_one,
+        lambda n: {"stateMachineArn": ORDERS, "limit": str(n)},
+    ),
+    "page-next-token": (
+        "#/components/parameters/NextToken/schema/maxLength",
+        page_of_one,
+        lambda n: {"stateMachineArn": ORDERS, "nextToken": "t" * n},
+    ),
+}
+
+
+@pytest.mark.parametrize("bound", BOUNDS.keys())
+def test_the_parsers_enforce_each_documented_bound_exactly(bound):
+    pointer, parse, request = BOUNDS[bound]
+    value = at(pointer)
+    beyond = value + 1 if pointer.endswith(("maxLength", "maxItems", "maximum")) else value - 1
+    field = pointer.split("/")[-2] if "/properties/" in pointer else at(pointer.rsplit("/schema/", 1)[0])["name"]
+
+    parse(request(value))
+    with pytest.raises(InvalidInput) as refused:
+        parse(request(beyond))
+    assert refused.value.field == field
+
+
+def examples():
+    for path, method in BODY_PARSERS:
+        example = DOC["paths"][path][method]["requestBody"]["content"]["application/json"]["example"]
+        yield pytest.param(path, method, example, id=f"{method} {path}")
+
+
+@pytest.mark.parametrize(("path", "method", "example"), examples())
+def test_each_documented_example_fits_its_schema_and_is_accepted_by_the_parser(path, method, example):
+    validator(request_schema(path, method), closed=False).validate(example)
+
+    BODY_PARSERS[path, method][0](example)
+
+
+def required_sets(schema):
+    """Each way the schema allows to meet its requirements (its oneOf branches, if any)."""
+    branches = schema.get("oneOf") or [{}]
+    return [set(schema.get("required", [])) | set(branch.get("required", [])) for branch in branches]
+
+
+@pytest.mark.parametrize(("path", "method", "example"), examples())
+def test_the_documented_required_fields_are_the_ones_the_parser_requires(path, method, example):
+    parse = BODY_PARSERS[path, method][0]
+    [required] = [needed for needed in required_sets(request_schema(path, method)) if needed <= set(example)]
+
+    parse({name: example[name] for name in required})  # nothing else is needed
+    for name in required:
+        with pytest.raises(MissingField) as refused:
+            parse({key: value for key, value in example.items() if key != name})
+        assert refused.value.field == name
+
+
+DEFAULTS = {
+    "switch-resume": (parse_switch, {"stateMachineArn": ORDERS, "enabled": False}, "SwitchRequest", "resume", "resume"),
+    "switch-dry-run": (
+        parse_switch,
+        {"stateMachineArn": ORDERS, "enabled": True},
+        "SwitchRequest",
+        "dryRun",
+        "dry_run",
+    ),
+    "resume-force": (parse_resume, {"stateMachineArn": ORDERS}, "ResumeRequest", "force", "force"),
+    "abort-error": (parse_abort, {"stateMachineArn": ORDERS, "all": True}, "AbortRequest", "error", "error"),
+}
+
+
+@pytest.mark.parametrize(("parse", "minimal", "schema", "field", "attribute"), DEFAULTS.values(), ids=DEFAULTS.keys())
+def test_the_documented_defaults_are_what_the_parser_assumes(parse, minimal, schema, field, attribute):
+    default = at(f"{SCHEMAS}/{schema}/properties/{field}/default")
+
+    assert getattr(parse(minimal), attribute) == default
+    assert getattr(parse({**minimal, field: None}), attribute) == default  # documented nullable: null is absent
+    assert at(f"{SCHEMAS}/{schema}/properties/{field}")["nullable"] is True
+
+
+def test_the_documented_page_size_default_is_what_the_parser_assumes():
+    assert overview_page({}).limit == at("#/components/parameters/Limit/schema/default")
+
+
+# -- the ARN pattern against the ARN parser
+
+ARN_PATTERN = re.compile(at(f"{SCHEMAS}/StateMachineArn/pattern").removeprefix("^").removesuffix("$"))
+
+
+def parses(text):
+    try:
+        parse_state_machine_arn(text)
+    except InvalidArn:
+        return False
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.from_regex(ARN_PATTERN, fullmatch=True)
+    | st.from_regex(
+        r"arn:aws(-[a-z]+)?:states:[a-z0-9-]{0,16}:[0-9]{11,13}:stateMachine:[^:]{0,82}(:[A-Za-z0-9_ -]{0,3})?",
+        fullmatch=True,
+    )
+    | st.text(max_size=80)
+)
+def test_the_documented_arn_pattern_accepts_exactly_what_the_parser_accepts(text):
+    assert (ARN_PATTERN.fullmatch(text) is not None) == parses(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ORDERS,
+        ORDERS + ":3",
+        ORDERS + ":PROD",
+        "arn:aws-cn:states:cn-north-1:123456789012:stateMachine:Orders",
+        "arn:aws-us-gov:states:us-gov-west-1:123456789012:stateMachine:Orders",
+        "Orders",
+        ORDERS + ":",
+        ORDERS + ":a:b",
+        ORDERS + "\n",
+        ORDERS.replace("Orders", "Ord ers"),
+        ORDERS.replace(":states:", ":lambda:"),
+        ORDERS.replace("stateMachine", "execution") + ":run-1",
+        ORDERS.replace(ACCOUNT, ACCOUNT[1:]),
+    ],
+)
+def test_the_documented_arn_pattern_and_the_parser_agree_on_known_cases(text):
+    assert (ARN_PATTERN.fullmatch(text) is not None) == parses(text)
+
+
+# -- errors
+
+
+STATUS_RESPONSES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 503: "ServiceUnavailable"}
+
+
+def test_every_error_the_code_raises_is_documented_under_its_status():
+    raised = [
+        error
+        for error in vars(errors).values()
+        if isinstance(error, type) and issubclass(error, ChaliceViewError) and error.__module__ == errors.__name__
+    ]
+
+    assert raised
+    for error in raised:
+        if error is InvalidInput:  # the base of the 400s, never raised itself
+            continue
+        description = DOC["components"]["responses"][STATUS_RESPONSES[error.STATUS_CODE]]["description"]
+        assert error.__name__ in description, f"{error.__name__} is not documented as a {error.STATUS_CODE}"
+
+
+def test_every_operation_documents_its_errors_with_the_code_and_message_schema():
+    for path, method, operation in operations():
+        documented = set(operation["responses"])
+        expected = {"200", "400", "403", "404", "503"} | ({"415"} if method == "post" else set())
+        expected |= {"409"} if path == "/resume" else set()
+        assert documented == expected, f"{method} {path}"
+        for status in documented - {"200"}:
+            schema = resolve(operation["responses"][status])["content"]["application/json"]["schema"]
+            assert resolve(schema) == at(f"{SCHEMAS}/Error")
+    assert set(at(f"{SCHEMAS}/Error/properties")) == set(at(f"{SCHEMAS}/Error/required")) == {"Code", "Message"}
+
+
+# -- real answers against the documented schemas
+
+
+def strict(node):
+    """The schemas with every documented object closed: an undocumented field fails.
+
+    The document itself leaves answers open (clients should ignore new fields);
+    the tests close them, so that a new field cannot go undocumented.
+    """
+    if isinstance(node, list):
+        return [strict(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    closed = {key: strict(value) for key, value in node.items()}
+    if closed.get("type") == "object" and "properties" in closed:
+        closed.setdefault("additionalProperties", False)
+    return closed
+
+
+STRICT_COMPONENTS = strict(DOC["components"])
+
+
+def validator(schema, *, closed=True):
+    components = STRICT_COMPONENTS if closed else DOC["components"]
+    return OAS30Validator({**schema, "components": components})
+
+
+def conforms(path, method, response, request=None):
+    """The answer is documented for this operation and status, and fits its schema exactly."""
+    operation = DOC["paths"][path][method]
+    status = str(response.status_code)
+    assert status in operation["responses"], f"{method.upper()} {path} answered an undocumented {status}"
+    schema = resolve(operation["responses"][status])["content"]["application/json"]["schema"]
+    body = json.loads(response.body)
+    errors_found = sorted(validator(schema).iter_errors(body), key=str)
+    assert not errors_found, f"{method.upper()} {path} {status}: {errors_found[0].message}\n{body}"
+    if request is not None and status not in ("400", "415"):
+        # What the server takes, the document must allow.
+        validator(request_schema(path, method), closed=False).validate(request)
+    return body
+
+
+@pytest.fixture(scope="module")
+def session():
+    return boto3.session.Session()
+
+
+@pytest.fixture
+def plain(session, monkeypatch):
+    """moto in plain mode with the bucket, a Standard machine Orders and an Express one, Quick."""
+    monkeypatch.setattr(boto3.session, "Session", lambda: session)  # the app's clients, warm
+    with mock_aws():
+        session.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        sfn = session.client("stepfunctions", region_name=REGION)
+        for name, kind in (("Orders", "STANDARD"), ("Quick", "EXPRESS")):
+            sfn.create_state_machine(name=name, definition=PASS, roleArn=f"arn:aws:iam::{ACCOUNT}:role/s", type=kind)
+        yield
+
+
+class Api:
+    """The test client, checking every answer against the document as it goes."""
+
+    def __init__(self, client):
+        self._client = client
+        self.seen = set()
+
+    def post(self, path, body, headers=JSON):
+        response = self._client.http.post(path, headers=headers, body=json.dumps(body))
+        self.seen.add((path, "post", response.status_code))
+        return conforms(path, "post", response, body if headers is JSON else None)
+
+    def get(self, path, **query):
+        response = self._client.http.get(path + ("?" + urlencode(query) if query else ""))
+        self.seen.add((path, "get", response.status_code))
+        return conforms(path, "get", response)
+
+
+def hold(client, execution):
+    event = {"taskToken": f"token-{execution}", "stateMachineArn": ORDERS, "executionArn": execution}
+    assert client.lambda_.invoke("pauser", event).payload["status"] == "maintenance"
+
+
+def test_real_answers_of_every_route_fit_the_documented_schemas(plain, client):
+    api = Api(client)
+    until = "2099-01-01T00:00:00Z"
+
+    assert api.post("/maintenance", {"stateMachineArn": ORDERS, "enabled": True, "dryRun": True})["dryRun"]
+    assert api.post("/maintenance", {"stateMachineArn": ORDERS, "enabled": True, "reason": "r", "until": until})
+    hold(client, "run-1")
+    hold(client, "run-2")
+    assert api.get("/maintenance", stateMachineArn=ORDERS)["paused"] == 2
+    assert api.get("/maintenance")["stateMachines"]
+    assert len(api.get("/maintenance/paused", stateMachineArn=ORDERS, limit="1")["paused"]) == 1
+    assert api.post("/resume", {"stateMachineArn": ORDERS})["Code"] == "MaintenanceIsOn"
+    with counting_sends():
+        assert api.post("/resume", {"stateMachineArn": ORDERS, "executionArns": ["run-1"], "force": True})["resumed"]
+        assert api.post("/abort", {"stateMachineArn": ORDERS, "all": True, "error": "E", "cause": "c"})["aborted"]
+        hold(client, "run-3")
+        assert api.post("/maintenance", {"stateMachineArn": ORDERS, "enabled": False})["resumed"] == 1
+    bulk = api.post("/maintenance", {"stateMachineArns": [ORDERS, ORDERS + "Gone"], "enabled": False, "resume": False})
+    assert [("error" in result) for result in bulk["results"]] == [False, True]
+    trail = api.get("/audit", stateMachineArn=ORDERS, limit="10")["events"]
+    assert {event["action"] for event in trail} == {"maintenance-on", "maintenance-off", "resume", "abort"}
+    # The errors, from each route.
+    assert api.post("/maintenance", {"stateMachineArn": ORDERS})["Code"] == "MissingField"
+    assert api.post(
+        "/maintenance", {"stateMachineArn": ORDERS, "enabled": True}, headers={"Content-Type": "text/plain"}
+    )
+    assert (
+        api.post("/maintenance", {"stateMachineArn": ORDERS + "Gone", "enabled": True})["Code"]
+        == "StateMachineNotFound"
+    )
+    assert api.post("/maintenance", {"stateMachineArn": ORDERS.replace("Orders", "Quick"), "enabled": True})
+    assert api.get("/maintenance", limit="0")["Code"] == "InvalidField"
+    assert api.get("/maintenance", stateMachineArn=ORDERS + "Gone")["Code"] == "StateMachineNotFound"
+    assert api.get("/maintenance/paused")["Code"] == "MissingField"
+    assert api.get("/maintenance/paused", stateMachineArn=ORDERS + "Gone")["Code"] == "StateMachineNotFound"
+    assert api.post("/resume", {"stateMachineArn": ORDERS, "limit": 0})["Code"] == "InvalidField"
+    assert api.post("/resume", {"stateMachineArn": ORDERS + "Gone"})["Code"] == "StateMachineNotFound"
+    assert api.post("/abort", {"stateMachineArn": ORDERS})["Code"] == "MissingField"
+    assert api.post("/abort", {"stateMachineArn": ORDERS + "Gone", "all": True})["Code"] == "StateMachineNotFound"
+    assert api.get("/audit", stateMachineArn="Orders")["Code"] == "InvalidArn"
+    assert api.get("/audit", stateMachineArn=ORDERS + "Gone")["Code"] == "StateMachineNotFound"
+
+    for path, method, _ in operations():
+        assert {(path, method, 200), (path, method, 400), (path, method, 404)} <= api.seen, f"{method} {path}"
+
+
+def test_a_real_aws_outage_answer_fits_the_documented_schema(plain, client, monkeypatch):
+    def unavailable(self, arn):
+        raise JsonRESTError("ServiceException", "Step Functions is having a bad day")
+
+    monkeypatch.setattr(StepFunctionBackend, "list_tags_for_resource", unavailable)
+
+    assert Api(client).get("/maintenance", stateMachineArn=ORDERS)["Code"] == "AwsUnavailable"
+
+
+@pytest.mark.stage_env(AllowedStateMachines=f"arn:aws:states:*:{ACCOUNT}:stateMachine:Billing")
+def test_real_refusals_outside_the_allow_list_fit_the_documented_schema(plain, client):
+    api = Api(client)
+
+    api.post("/maintenance", {"stateMachineArn": ORDERS, "enabled": True})
+    bulk = api.post("/maintenance", {"stateMachineArns": [ORDERS], "enabled": True})
+    api.get("/maintenance", stateMachineArn=ORDERS)
+    api.get("/maintenance/paused", stateMachineArn=ORDERS)
+    api.post("/resume", {"stateMachineArn": ORDERS})
+    api.post("/abort", {"stateMachineArn": ORDERS, "all": True})
+    api.get("/audit", stateMachineArn=ORDERS)
+
+    assert bulk["results"][0]["error"]["Status"] == 403
+    assert {status for _, _, status in api.seen} == {200, 403}
+    assert {(path, method) for path, method, _ in api.seen} == {(path, method) for path, method, _ in operations()}
+
+
+# -- requests generated from the document (schemathesis)
+
+
+def unsigned(document):
+    """The document without its SigV4 requirement: API Gateway enforces it, the app never
+    sees it (test_every_operation_is_signed_... checks the deployed definition instead)."""
+    document = copy.deepcopy(document)
+    document.pop("security")
+    for _, _, operation in operations_of(document):
+        operation.pop("security")
+    return document
+
+
+FUZZED = schemathesis.openapi.from_dict(
+    strict(unsigned(DOC)),
+    config=SchemathesisConfig.from_dict(
+        {
+            "base-url": "http://localhost",
+            "generation": {"mode": "all", "max-examples": 40, "deterministic": True},
+            # Valid by the schema yet refused by design: a region this botocore does not
+            # know, an `until` already past. Unknown methods are API Gateway's to answer.
+            "checks": {"positive_data_acceptance": {"enabled": False}},
+            "phases": {"coverage": {"unexpected-methods": []}},
+        }
+    ),
+)
+
+
+def as_wsgi(client):
+    """The app behind API Gateway, as a WSGI application over Chalice's test client."""
+
+    def application(environ, start_response):
+        query = environ.get("QUERY_STRING")
+        headers = {name[5:].replace("_", "-").lower(): value for name, value in environ.items() if name[:5] == "HTTP_"}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        response = client.http.request(
+            environ["REQUEST_METHOD"],
+            environ["PATH_INFO"] + (f"?{query}" if query else ""),
+            headers=headers,
+            body=environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)),
+        )
+        # API Gateway's Lambda proxy integration answers application/json when the
+        # function names no content type, as Chalice does for its JSON bodies.
+        sent = {"Content-Type": "application/json", **response.headers}
+        start_response(f"{response.status_code} {HTTPStatus(response.status_code).phrase}", list(sent.items()))
+        return [response.body]
+
+    return application
+
+
+@FUZZED.parametrize()
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_generated_requests_get_documented_answers_and_never_a_server_error(case, plain, client):
+    case.call_and_validate(app=as_wsgi(client))
