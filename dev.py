@@ -5,6 +5,7 @@
     python3 dev.py local           run the service on an embedded AWS (moto) + chalice local
     python3 dev.py local --demo    the same, walking one execution through pause and resume
     python3 dev.py bench [...]     run the resume benchmark (bench/resume.py)
+    python3 dev.py policies        regenerate the IAM policies from the code (scripts/generate_policies.py)
 """
 
 import hashlib
@@ -43,7 +44,7 @@ def run(*args: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("test", "local", "bench", "lint"):
+    if not argv or argv[0] not in ("test", "local", "bench", "lint", "policies"):
         print(__doc__, file=sys.stderr)
         return 2
     ensure_venv()
@@ -56,6 +57,8 @@ def main(argv: list[str]) -> int:
         return run("-m", "ruff", "check", ".", *rest)
     if command == "local":
         return run("scripts/local_stack.py", *rest)
+    if command == "policies":
+        return run("scripts/generate_policies.py", *rest)
     return run("bench/resume.py", *rest)
 
 

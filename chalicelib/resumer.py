@@ -229,7 +229,10 @@ class Resumer:
         started = 0
         quota = _Quota(limit)
         in_flight: set[Future[Outcome]] = set()
-        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+        # A limit over chosen executions must take the oldest chosen ones, so those are
+        # decided one at a time, in listing order (selective resumes are small).
+        workers = 1 if selected is not None and limit is not None else self._concurrency
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             for item in held:
                 if deadline.expired() or quota.exhausted:
                     report.remaining += 1
@@ -238,7 +241,7 @@ class Resumer:
                     break
                 started += 1
                 in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected, abort, quota))
-                if len(in_flight) >= self._concurrency:
+                if len(in_flight) >= workers:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     _collect(done, report)
             done, _ = wait(in_flight)

@@ -1,0 +1,229 @@
+"""`chalice package`, offline: the SAM template merged with .chalice/resources.json, and Terraform.
+
+Packaging runs on a copy of the project (so the dependency cache in .chalice/deployments
+is never touched) with Chalice's pip step replaced by a no-op: the dependencies only
+fill deployment.zip, and the templates are what is tested. cfn-lint checks the merged
+SAM template with no rule ignored.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+
+import app as chalice_app
+from tests.harness import REGION, ROOT
+
+STAGE = "prod"
+ENV = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
+FUNCTIONS = {"pauser": "Pauser", "resumer": "Resumer", "sweep": "Sweep", "api_handler": "APIHandler"}
+HANDLERS = {"pauser": "app.pauser", "resumer": "app.resumer", "sweep": "app.sweep", "api_handler": "app.app"}
+CHALICE_OFFLINE = (
+    "import sys, chalice.cli, chalice.deploy.packager as packager;"
+    "packager.DependencyBuilder.build_site_packages = lambda *args, **kwargs: None;"
+    "sys.exit(chalice.cli.main())"
+)
+
+
+def generated(function):
+    return json.loads((ROOT / ".chalice" / f"policy-{STAGE}-{function}.json").read_text())
+
+
+def package(project: Path, *options: str) -> Path:
+    out = project / ("out-" + "-".join(option.strip("-") for option in options[:2]))
+    env = {**os.environ, "AWS_DEFAULT_REGION": REGION}
+    subprocess.run(
+        [sys.executable, "-c", CHALICE_OFFLINE, "package", "--stage", STAGE, *options, str(out)],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    copy = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__", "deployments", "deployed")
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(ROOT / name, copy / name)
+    for name in ("chalicelib", ".chalice"):
+        shutil.copytree(ROOT / name, copy / name, ignore=ignore)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def sam_path(project):
+    return package(project, "--merge-template", ".chalice/resources.json") / "sam.json"
+
+
+@pytest.fixture(scope="module")
+def sam(sam_path):
+    return json.loads(sam_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def terraform(project):
+    return json.loads((package(project, "--pkg-format", "terraform") / "chalice.tf.json").read_text())
+
+
+def resolve(value, template, stage=STAGE):
+    """Fn::FindInMap against the template's mappings, for the given Stage parameter."""
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, name = value["Fn::FindInMap"]
+        assert key == {"Ref": "Stage"}
+        return template["Mappings"][mapping][stage][name]
+    return value
+
+
+def routes():
+    """Every (path, method) app.py serves."""
+    return sorted((path, method.lower()) for path, entry in chalice_app.app.routes.items() for method in entry)
+
+
+# The SAM template
+
+
+def test_the_template_has_the_four_functions_under_their_contract_names(sam):
+    resources = sam["Resources"]
+    for function, logical in FUNCTIONS.items():
+        properties = resources[logical]["Properties"]
+        assert resources[logical]["Type"] == "AWS::Serverless::Function"
+        assert properties["Handler"] == HANDLERS[function]
+        assert properties["Environment"]["Variables"] == ENV
+        suffix = "" if function == "api_handler" else f"-{function}"
+        assert resolve(properties["FunctionName"], sam) == f"sfn-pauser-{STAGE}{suffix}"
+
+
+def test_each_function_has_a_role_of_its_own_holding_exactly_its_generated_policy(sam):
+    resources = sam["Resources"]
+    roles = {}
+    for function, logical in FUNCTIONS.items():
+        role = resources[logical]["Properties"]["Role"]["Fn::GetAtt"][0]
+        roles[function] = role
+        assert resources[role]["Type"] == "AWS::IAM::Role"
+        [inline] = resources[role]["Properties"]["Policies"]
+        assert inline["PolicyDocument"] == generated(function)
+    assert len(set(roles.values())) == len(FUNCTIONS)
+
+
+def test_the_sweep_runs_every_minute(sam):
+    events = sam["Resources"]["Sweep"]["Properties"]["Events"]
+
+    assert [event["Properties"]["Schedule"] for event in events.values() if event["Type"] == "Schedule"] == [
+        "rate(1 minute)"
+    ]
+
+
+def test_every_route_of_the_rest_api_requires_sigv4(sam):
+    swagger = sam["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+
+    assert_iam_auth_on_every_route(swagger)
+
+
+def assert_iam_auth_on_every_route(swagger):
+    served = sorted((path, method) for path, methods in swagger["paths"].items() for method in methods)
+    assert served == routes()
+    unsigned = [
+        (path, method)
+        for path, methods in swagger["paths"].items()
+        for method, operation in methods.items()
+        if operation.get("security") != [{"sigv4": []}]
+    ]
+    assert unsigned == [], "add authorizer=IAMAuthorizer() to these routes in app.py"
+    assert swagger["securityDefinitions"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+
+
+def test_the_token_bucket_is_the_one_the_functions_are_configured_with(sam):
+    bucket = sam["Resources"]["TokenBucket"]
+
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    assert resolve(bucket["Properties"]["BucketName"], sam) == ENV["Bucket"]
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"  # held tokens outlive a stack
+
+
+def test_the_bucket_is_encrypted_with_s3_keys_unless_a_kms_key_is_given(sam):
+    [rule] = sam["Resources"]["TokenBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    condition, with_kms, without_kms = rule["ServerSideEncryptionByDefault"]["Fn::If"]
+
+    assert condition == "UseKms"
+    assert without_kms == {"SSEAlgorithm": "AES256"}
+    assert with_kms == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Ref": "TokenBucketKmsKeyArn"}}
+    assert sam["Parameters"]["TokenBucketKmsKeyArn"]["Default"] == ""
+    assert sam["Conditions"]["UseKms"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "TokenBucketKmsKeyArn"}, ""]}]}
+
+
+def test_with_a_kms_key_every_role_may_use_it_through_s3(sam):
+    grant = sam["Resources"]["TokenBucketKeyUse"]
+    roles = {sam["Resources"][logical]["Properties"]["Role"]["Fn::GetAtt"][0] for logical in FUNCTIONS.values()}
+
+    assert grant["Type"] == "AWS::IAM::Policy" and grant["Condition"] == "UseKms"
+    assert {role["Ref"] for role in grant["Properties"]["Roles"]} == roles
+    [statement] = grant["Properties"]["PolicyDocument"]["Statement"]
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["Resource"] == {"Ref": "TokenBucketKmsKeyArn"}
+
+
+def test_the_bucket_blocks_all_public_access_and_refuses_plain_http(sam):
+    properties = sam["Resources"]["TokenBucket"]["Properties"]
+    policy = sam["Resources"]["TokenBucketPolicy"]["Properties"]
+
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert policy["Bucket"] == {"Ref": "TokenBucket"}
+    [deny] = policy["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "s3:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["TokenBucket", "Arn"]}, {"Fn::Sub": "${TokenBucket.Arn}/*"}]
+
+
+def test_quarantine_and_audit_expire_and_incomplete_uploads_are_aborted(sam):
+    lifecycle = sam["Resources"]["TokenBucket"]["Properties"]["LifecycleConfiguration"]
+    rules = {rule["Id"]: rule for rule in lifecycle["Rules"]}
+    prefix = ENV["Prefix"]
+
+    assert resolve(rules["ExpireQuarantine"]["Prefix"], sam) == f"{prefix}_sfn-pauser/quarantine/"
+    assert rules["ExpireQuarantine"]["ExpirationInDays"] == {"Ref": "QuarantineRetentionDays"}
+    assert resolve(rules["ExpireAudit"]["Prefix"], sam) == f"{prefix}_sfn-pauser/audit/"
+    assert rules["ExpireAudit"]["ExpirationInDays"] == {"Ref": "AuditRetentionDays"}
+    assert rules["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert all(rule["Status"] == "Enabled" for rule in rules.values())
+    assert "Prefix" not in rules["AbortIncompleteMultipartUploads"]  # the whole bucket
+
+
+def test_cfn_lint_finds_nothing_in_the_merged_template(sam_path):
+    matches = lint_file(sam_path, ManualArgs(regions=[REGION]))
+
+    assert [str(match) for match in matches] == []
+
+
+# Terraform
+
+
+def test_terraform_has_the_functions_their_own_roles_with_the_generated_policies_and_the_schedule(terraform):
+    resources = terraform["resource"]
+    for function in FUNCTIONS:
+        lambda_function = resources["aws_lambda_function"][function]
+        suffix = "" if function == "api_handler" else f"-{function}"
+        assert lambda_function["function_name"] == f"sfn-pauser-{STAGE}{suffix}"
+        assert lambda_function["handler"] == HANDLERS[function]
+        assert lambda_function["role"] == f"${{aws_iam_role.{function}_role.arn}}"
+        assert json.loads(resources["aws_iam_role_policy"][f"{function}_role"]["policy"]) == generated(function)
+    [schedule] = resources["aws_cloudwatch_event_rule"].values()
+    assert schedule["schedule_expression"] == "rate(1 minute)"
+    [target] = resources["aws_cloudwatch_event_target"].values()
+    assert target["arn"] == "${aws_lambda_function.sweep.arn}"
+
+
+def test_terraform_requires_sigv4_on_every_route(terraform):
+    assert_iam_auth_on_every_route(json.loads(terraform["locals"]["chalice_api_swagger"]))
