@@ -10,6 +10,11 @@ figure is in the README, from ``python3 dev.py bench``). So botocore's
 it hooks ``before-send`` (wait for a slot) and ``needs-retry`` (learn from the
 answer) on the Step Functions client.
 
+It starts at 500 calls/s, the large regions' refill: the bucket's burst (3,000,
+or 1,500) absorbs that start, and the first throttles bring it down within a
+second where the quota is lower. Starting low would waste the burst: a short
+backlog would finish before slow start reached the quota.
+
 The rule is additive increase, multiplicative decrease: grow the rate while
 calls succeed (doubling per second until the first throttle, then a few percent
 per second), and on a throttle drop to ``BACKOFF`` times the rate actually achieved.
@@ -35,7 +40,7 @@ class AimdLimiter:
 
     def __init__(
         self,
-        initial_rate: float = 50.0,
+        initial_rate: float = 500.0,
         max_rate: float | None = None,
         min_rate: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
