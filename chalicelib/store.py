@@ -228,11 +228,11 @@ class TokenStore:
     # Bookkeeping documents (flag mirrors, leases, audit) live under the control
     # folder, away from the token folders.
 
-    def put_document(self, key: str, body: dict[str, Any], *, create_only: bool = False) -> bool:
-        """Write a JSON document; with ``create_only``, False when it already exists."""
+    def put_document(self, key: str, body: dict[str, Any], *, create_only: bool = False) -> str | None:
+        """Write a JSON document and return its ETag; with ``create_only``, None when it already exists."""
         extra = {"IfNoneMatch": "*"} if create_only else {}
         try:
-            self._s3.put_object(
+            response = self._s3.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=json.dumps(body, separators=(",", ":")).encode(),
@@ -241,9 +241,9 @@ class TokenStore:
             )
         except ClientError as error:
             if create_only and error.response["Error"]["Code"] in _CONFLICT_CODES:
-                return False
+                return None
             raise
-        return True
+        return str(response["ETag"])
 
     def get_document(self, key: str) -> tuple[dict[str, Any], str] | None:
         """A JSON document and its ETag, or None when there is none (or it is not JSON)."""
@@ -336,9 +336,9 @@ class TokenStore:
         now = datetime.now(UTC)
         body = {"owner": owner, "expiresAt": iso_timestamp(now + timedelta(seconds=seconds))}
         for _ in range(2):
-            if self.put_document(key, body, create_only=True):
-                found = self.get_document(key)
-                return (key, found[1]) if found and found[0].get("owner") == owner else None
+            etag = self.put_document(key, body, create_only=True)
+            if etag:
+                return key, etag
             current = self.get_document(key)
             if current is None:
                 continue
