@@ -10,8 +10,10 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from chalice import BadRequestError, ChaliceViewError, ConflictError, ForbiddenError, NotFoundError
+
+from chalicelib import faults
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,58 +69,66 @@ class AwsUnavailable(ChaliceViewError):
     STATUS_CODE = 503
 
 
+class AwsAccessDenied(ForbiddenError):
+    """AWS refused sfn-pauser's own role (IAM policy, SCP, KMS key policy)."""
+
+
+class AwsError(ChaliceViewError):
+    """AWS answered with an error that is neither passing nor the caller's fault."""
+
+    STATUS_CODE = 502
+
+
+class Unavailable(Exception):
+    """The checkpoint could neither hold nor pass the execution because AWS failed
+    for a passing reason (throttling, 5xx, a timeout). Nothing was saved twice and
+    nothing was lost: the checkpoint's ``Retry`` on this error invokes it again.
+    """
+
+
+# Step Functions records the Lambda's error type as the Task's error, and ASL
+# error names conventionally carry a namespace (``States.Timeout``,
+# ``Lambda.ServiceException``); the Retry in the README names this one.
+Unavailable.__name__ = Unavailable.__qualname__ = "SfnPauser.Unavailable"
+
+
 class ConfigurationError(Exception):
     """An environment variable is missing or malformed; the message names it."""
 
 
-_NOT_FOUND = ("StateMachineDoesNotExist", "ResourceNotFound")
-_REJECTED_ARN = ("InvalidArn", "ValidationException")
-_DENIED = ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException")
-
-
 def about_state_machine(error: ClientError, arn: str) -> Exception:
     """What a Step Functions error about one state machine means to our caller."""
-    code = error.response.get("Error", {}).get("Code", "")
-    if code in _NOT_FOUND:
+    code = faults.error_code(error)
+    if code in ("StateMachineDoesNotExist", "ResourceNotFound"):
         return StateMachineNotFound(f"stateMachineArn: no state machine {arn}")
-    if code in _REJECTED_ARN:
+    if code in ("InvalidArn", "ValidationException"):
         message = error.response.get("Error", {}).get("Message", code)
         return InvalidArn("stateMachineArn", f"AWS rejected {arn}: {message}")
-    if code in _DENIED:
-        return StateMachineNotAllowed(f"stateMachineArn: sfn-pauser's role may not act on {arn} ({code})")
+    if faults.is_denied(error):
+        return AwsAccessDenied(f"stateMachineArn: sfn-pauser's role may not act on {arn} ({code})")
     return error
 
 
-_RETRYABLE = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "SlowDown",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalServerError",
-        "ServiceException",
-        "RequestTimeout",
-    }
-)
+def as_http_error(error: Exception) -> Exception:
+    """An AWS error that reached the API, as the HTTP error a caller can act on."""
+    if isinstance(error, ChaliceViewError) or not isinstance(error, faults.AWS_ERRORS):
+        return error
+    code = faults.error_code(error)
+    if faults.is_transient(error):
+        return AwsUnavailable(f"AWS answered {code}; nothing was lost, retry later")
+    if faults.is_denied(error):
+        return AwsAccessDenied(f"sfn-pauser's role was denied by AWS ({code}); check its IAM policy and any SCP")
+    return AwsError(f"AWS answered {code}: {error}")
 
 
-def retryable_as_503(method: F) -> F:
-    """Answer AWS's passing failures (after botocore's retries) with 503, not 500."""
+def aws_errors_as_http(method: F) -> F:
+    """Answer AWS's failures (after botocore's retries) with 503, 403 or 502, never 500."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in _RETRYABLE or status >= 500:
-                raise AwsUnavailable(f"AWS answered {code or status}; nothing was lost, retry later") from None
-            raise
-        except BotoCoreError as error:
-            raise AwsUnavailable(f"AWS could not be reached ({type(error).__name__}); retry later") from None
+        except faults.AWS_ERRORS as error:
+            raise as_http_error(error) from None
 
     return wrapper  # type: ignore[return-value]

@@ -27,7 +27,7 @@ from chalicelib.errors import (
     NotStandardWorkflow,
     StateMachineNotAllowed,
     about_state_machine,
-    retryable_as_503,
+    aws_errors_as_http,
 )
 from chalicelib.flag import ALL_TAGS, TAG, TAG_BY, TAG_REASON, TAG_SINCE, TAG_UNTIL, MaintenanceFlag, MaintenanceState
 from chalicelib.fleet import known_machines
@@ -83,7 +83,7 @@ class MaintenanceControl:
 
     # -- switching
 
-    @retryable_as_503
+    @aws_errors_as_http
     def switch_all(self, command: SwitchMaintenance, actor: str, deadline: Deadline) -> dict[str, Any]:
         """The ``POST /maintenance`` command: one machine, or a result for each of many."""
         if not command.bulk:
@@ -167,7 +167,7 @@ class MaintenanceControl:
 
     # -- seeing
 
-    @retryable_as_503
+    @aws_errors_as_http
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
         self.check(machine)
         state = self._flag.read(machine)
@@ -183,7 +183,7 @@ class MaintenanceControl:
             "quarantined": sum(1 for _ in self._store.quarantined(machine.name)),
         }
 
-    @retryable_as_503
+    @aws_errors_as_http
     def overview(self, page: Page) -> dict[str, Any]:
         """Every machine that holds tokens or is in maintenance (as mirrored), by ARN."""
         machines = sorted(known_machines(self._flag, self._store), key=str)
@@ -207,7 +207,7 @@ class MaintenanceControl:
                 )
         return {"stateMachines": listed, "nextToken": None}
 
-    @retryable_as_503
+    @aws_errors_as_http
     def paused(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         """The held executions, oldest first; never their tokens."""
         self.check(machine)
@@ -227,7 +227,7 @@ class MaintenanceControl:
             )
         return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": next_token}
 
-    @retryable_as_503
+    @aws_errors_as_http
     def audit(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         self.check(machine)
         events, next_token = self._audit.page(machine, page.limit, page.next_token)
@@ -235,7 +235,7 @@ class MaintenanceControl:
 
     # -- acting on what is held
 
-    @retryable_as_503
+    @aws_errors_as_http
     def resume(self, command: ResumeHeld, actor: str, deadline: Deadline) -> dict[str, Any]:
         """Resume what is held, oldest first; refuses while maintenance is on unless forced."""
         machine = command.machine
@@ -265,7 +265,7 @@ class MaintenanceControl:
         )
         return result
 
-    @retryable_as_503
+    @aws_errors_as_http
     def abort(self, command: AbortHeld, actor: str, deadline: Deadline) -> dict[str, Any]:
         """Fail held executions with SendTaskFailure, for operators who will not continue them."""
         machine = command.machine

@@ -442,7 +442,14 @@ def test_the_documented_arn_pattern_and_the_parser_agree_on_known_cases(text):
 # -- errors
 
 
-STATUS_RESPONSES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 503: "ServiceUnavailable"}
+STATUS_RESPONSES = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+}
 
 
 def test_every_error_the_code_raises_is_documented_under_its_status():
@@ -463,7 +470,7 @@ def test_every_error_the_code_raises_is_documented_under_its_status():
 def test_every_operation_documents_its_errors_with_the_code_and_message_schema():
     for path, method, operation in operations():
         documented = set(operation["responses"])
-        expected = {"200", "400", "403", "404", "503"} | ({"415"} if method == "post" else set())
+        expected = {"200", "400", "403", "404", "502", "503"} | ({"415"} if method == "post" else set())
         expected |= {"409"} if path == "/resume" else set()
         assert documented == expected, f"{method} {path}"
         for status in documented - {"200"}:
