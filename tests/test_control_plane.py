@@ -18,6 +18,7 @@ from moto import mock_aws
 
 import app as chalice_app
 from chalicelib.commands import ABORT_ERROR, MAX_ERROR, MAX_MACHINES
+from chalicelib.deadline import Deadline
 from chalicelib.maintenance import tag_value
 from chalicelib.pauser import Pauser
 from tests.conftest import BUCKET, PREFIX
@@ -802,3 +803,39 @@ def test_the_audit_trail_pages_and_an_event_once_written_is_never_rewritten(plai
     now = plain.objects(AUDIT_FOLDER)
     assert len(now) == 5
     assert {key: now[key] for key in written} == written
+
+
+# -- instants beyond the calendar (issue 8, item 7)
+
+BEYOND_THE_CALENDAR = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]
+
+
+@pytest.mark.parametrize("until", BEYOND_THE_CALENDAR)
+def test_an_until_beyond_the_calendar_is_a_400_naming_until_and_changes_nothing(plain, client, until):
+    response = switch(client, stateMachineArn=ORDERS, enabled=True, until=until)
+
+    assert_error(response, 400, "until", "InvalidField")
+    assert plain.tags(ORDERS) == {}
+    assert plain.keys() == []
+
+
+@pytest.mark.parametrize("until", [*BEYOND_THE_CALENDAR, "next tuesday"])
+def test_an_unreadable_until_tag_holds_executions_and_neither_the_status_nor_the_sweep_fails(workflow, client, until):
+    # Set with the AWS CLI: nothing checked the value on its way in.
+    workflow.aws.sfn.tag_resource(
+        resourceArn=workflow.arn,
+        tags=[{"key": "Maintenance", "value": "true"}, {"key": "MaintenanceUntil", "value": until}],
+    )
+    execution = workflow.start({"n": 1})
+    workflow.wait_held(1)
+    wait_until(lambda: parked(workflow, execution), what="the execution parked")
+
+    status = ok(get(client, "/maintenance", stateMachineArn=workflow.arn))
+    overview = ok(get(client, "/maintenance"))
+    report = chalice_app.get_services().sweeper.sweep(Deadline(30))
+
+    assert (status["maintenance"], status["until"], status["paused"]) == (True, until, 1)
+    assert [machine["maintenance"] for machine in overview["stateMachines"]] == [True]
+    assert report.lifted == []
+    assert workflow.status(execution) == "RUNNING"
+    assert len(workflow.held_keys()) == 1
