@@ -49,13 +49,18 @@ def known_regions(partition: str) -> frozenset[str]:
     return frozenset(boto3.session.Session().get_available_regions("stepfunctions", partition_name=partition))
 
 
-def tag_value(text: str) -> str:
+def tag_value(text: str) -> str | None:
     """Fit free text (a reason, an IAM ARN) into what a tag value may hold.
+
+    None when nothing of it fits: an empty value is never written as a tag, so it
+    reads back as None, and a state holding ``""`` would never equal the one read.
 
     >>> tag_value("deploy #42, db migration")
     'deploy 42 db migration'
+    >>> tag_value("#!&$") is None
+    True
     """
-    return " ".join(_TAG_UNSAFE.sub("", text).split())[:_TAG_MAX]
+    return " ".join(_TAG_UNSAFE.sub("", text).split())[:_TAG_MAX] or None
 
 
 class MaintenanceControl:

@@ -839,3 +839,24 @@ def test_an_unreadable_until_tag_holds_executions_and_neither_the_status_nor_the
     assert report.lifted == []
     assert workflow.status(execution) == "RUNNING"
     assert len(workflow.held_keys()) == 1
+
+
+# -- a reason no tag can hold (issue 8, item 14)
+
+
+def test_repeating_a_switch_whose_reason_no_tag_can_hold_changes_nothing_the_second_time(plain, client):
+    first = ok(switch(client, stateMachineArn=ORDERS, enabled=True, reason="#!&$"))
+    tags = plain.tags(ORDERS)
+
+    repeat = ok(switch(client, stateMachineArn=ORDERS, enabled=True, reason="#!&$"))
+
+    assert (first["changed"], repeat["changed"]) == (True, False)
+    assert (first["reason"], repeat["reason"]) == (None, None)
+    assert "MaintenanceReason" not in tags and plain.tags(ORDERS) == tags
+    # Each call is audited (with its reason whole); only the first one changed anything.
+    trail = events(client)
+    assert [(event["action"], event["changed"]) for event in trail] == [
+        ("maintenance-on", False),
+        ("maintenance-on", True),
+    ]
+    assert {event["reason"] for event in trail} == {"#!&$"}
