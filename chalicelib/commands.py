@@ -41,7 +41,6 @@ class SwitchMaintenance:
     dry_run: bool
     bulk: bool
 
-
     @classmethod
     def turn(
         cls, machine: StateMachineArn, enabled: bool, *, reason: str | None = None, resume: bool = True
@@ -85,6 +84,9 @@ def json_body(raw: bytes | None) -> object:
         return json.loads(raw)
     except ValueError as error:
         raise InvalidField("body", f"expected a JSON object, but it is not valid JSON ({error})") from None
+    except RecursionError:
+        # The parser recurses once per level: a body of [[[[...]]]] exhausts the stack.
+        raise InvalidField("body", "expected a JSON object, but it is nested too deeply") from None
 
 
 def parse_switch(body: object, now: datetime | None = None) -> SwitchMaintenance:
