@@ -18,7 +18,7 @@ from chalice import ChaliceViewError
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
-from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance
+from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance, encode_next_token
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
@@ -196,7 +196,7 @@ class MaintenanceControl:
         listed: list[dict[str, Any]] = []
         for machine in machines:
             if len(listed) == page.limit:
-                return {"stateMachines": listed, "nextToken": listed[-1]["stateMachineArn"]}
+                return {"stateMachines": listed, "nextToken": encode_next_token(listed[-1]["stateMachineArn"])}
             held = list(self._store.held(machine.name))
             on = self._flag.is_on_now(machine)
             if on or held:
@@ -230,13 +230,13 @@ class MaintenanceControl:
                     "key": item.key,
                 }
             )
-        return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": next_token}
+        return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": encode_next_token(next_token)}
 
     @aws_errors_as_http
     def audit(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         self.check(machine)
         events, next_token = self._audit.page(machine, page.limit, page.next_token)
-        return {"stateMachineArn": machine.unqualified, "events": events, "nextToken": next_token}
+        return {"stateMachineArn": machine.unqualified, "events": events, "nextToken": encode_next_token(next_token)}
 
     # -- acting on what is held
 

@@ -860,3 +860,37 @@ def test_repeating_a_switch_whose_reason_no_tag_can_hold_changes_nothing_the_sec
         ("maintenance-on", True),
     ]
     assert {event["reason"] for event in trail} == {"#!&$"}
+
+
+# -- pagination over every name AWS allows (issue 8, item 10)
+
+NAMES_AWS_ALLOWS = ["orders+eu", "billing@v2", "retry(1)", "Bestellungen-Süd", "Orders"]
+
+
+def test_the_overview_pages_one_machine_at_a_time_through_every_name_aws_allows(plain, client):
+    arns = [arn_of("Orders")] + [plain.machine(name) for name in NAMES_AWS_ALLOWS[:-1]]
+    for arn in arns:
+        ok(switch(client, stateMachineArn=arn, enabled=True))
+
+    found = pages(client, "/maintenance", "stateMachines", limit="1")
+
+    assert [len(page) for page in found[: len(arns)]] == [1] * len(arns)
+    assert sorted(entry["stateMachineArn"] for page in found for entry in page) == sorted(arns)
+
+
+@pytest.mark.parametrize("path", ["/maintenance", "/maintenance/paused", "/audit"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        arn_of("orders+eu"),  # a position as it was before it became a token
+        "YWJj=",  # padded: not how this API spells one
+        "YWJ",  # "ab" with stray bits: a second spelling of the token YWI
+        "_w",  # decodes to a byte that is not UTF-8
+        "AA",  # decodes to a control character
+        "a",  # cannot be base64 at all
+    ],
+)
+def test_a_next_token_this_api_did_not_give_out_is_a_400_naming_it(plain, client, path, token):
+    query = {"nextToken": token} if path == "/maintenance" else {"stateMachineArn": ORDERS, "nextToken": token}
+
+    assert_error(get(client, path, **query), 400, "nextToken", "InvalidField")

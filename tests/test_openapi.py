@@ -315,7 +315,8 @@ BOUNDS = {
     "page-next-token": (
         "#/components/parameters/NextToken/schema/maxLength",
         page_of_one,
-        lambda n: {"stateMachineArn": ORDERS, "nextToken": "t" * n},
+        # A token as the API gives them out: "MTEx" is "111" in base64url.
+        lambda n: {"stateMachineArn": ORDERS, "nextToken": ("MTEx" * n)[:n]},
     ),
 }
 
