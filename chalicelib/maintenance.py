@@ -5,17 +5,15 @@ existence and type, and recorded in the audit trail with who did it and why.
 """
 
 import fnmatch
-import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 from chalice import ChaliceViewError
 
-from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.arns import StateMachineArn, known_regions, parse_state_machine_arn
 from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
 from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance, encode_next_token
@@ -37,16 +35,6 @@ from chalicelib.store import TokenStore, iso_timestamp
 # Tag values allow letters, numbers, spaces and _ . : / = + - @, up to 256 characters.
 _TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
 _TAG_MAX = 256
-
-
-@functools.cache
-def known_regions(partition: str) -> frozenset[str]:
-    """Step Functions regions in botocore's bundled endpoint data (no AWS call).
-
-    A typo such as ``us-east-7`` is a 400 instead of a connection error; a region
-    newer than the deployed botocore needs a boto3 upgrade.
-    """
-    return frozenset(boto3.session.Session().get_available_regions("stepfunctions", partition_name=partition))
 
 
 def tag_value(text: str) -> str | None:
@@ -309,6 +297,8 @@ class MaintenanceControl:
                 f"stateMachineArn: {machine.unqualified} is not in this sfn-pauser's AllowedStateMachines "
                 f"({', '.join(self._allowed)})"
             )
+        # The parser knows the region's shape; this is botocore's list of those that exist,
+        # so a typo such as us-east-7 is a 400 instead of a connection error.
         if machine.region not in known_regions(machine.partition):
             raise InvalidArn(
                 "stateMachineArn",

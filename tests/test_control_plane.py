@@ -894,3 +894,30 @@ def test_a_next_token_this_api_did_not_give_out_is_a_400_naming_it(plain, client
     query = {"nextToken": token} if path == "/maintenance" else {"stateMachineArn": ORDERS, "nextToken": token}
 
     assert_error(get(client, path, **query), 400, "nextToken", "InvalidField")
+
+
+# -- every partition botocore knows (issue 8, item 9)
+
+EUSC = "eusc-de-east-1"
+
+
+def test_a_machine_in_the_aws_eusc_partition_is_switched_held_listed_and_lifted(plain, client, session):
+    sfn = session.client("stepfunctions", region_name=EUSC)
+    machine = sfn.create_state_machine(
+        name="Orders", definition=PASS, roleArn=f"arn:aws-eusc:iam::{ACCOUNT}:role/states"
+    )["stateMachineArn"]
+    assert machine == f"arn:aws-eusc:states:{EUSC}:{ACCOUNT}:stateMachine:Orders"
+
+    on = ok(switch(client, stateMachineArn=machine, enabled=True, reason="deploy"))
+    token = hold(client, machine=machine)
+    status = ok(get(client, "/maintenance", stateMachineArn=machine))
+    overview = ok(get(client, "/maintenance"))
+    with counting_sends() as sends:
+        off = ok(switch(client, stateMachineArn=machine, enabled=False))
+
+    assert (on["maintenance"], on["changed"]) == (True, True)
+    assert {tag["key"]: tag["value"] for tag in sfn.list_tags_for_resource(resourceArn=machine)["tags"]} == {}
+    assert (status["maintenance"], status["paused"], status["reason"]) == (True, 1, "deploy")
+    assert machine in [entry["stateMachineArn"] for entry in overview["stateMachines"]]
+    assert (off["maintenance"], off["resumed"]) == (False, 1)
+    assert sends.successes == {token: 1}
