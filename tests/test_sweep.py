@@ -223,7 +223,7 @@ def test_a_held_task_whose_heartbeat_times_out_is_quarantined_and_no_longer_held
 
     assert (report.heartbeats, report.expired) == (1, 1)
     assert held_keys(services) == [alive]
-    quarantined = f"{CONTROL}quarantine/Orders/{dead.rsplit('/', 1)[-1]}"
+    quarantined = f"{CONTROL}quarantine/aws/{ACCOUNT}/{REGION}/Orders/{dead.rsplit('/', 1)[-1]}"
     record = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=quarantined)["Body"].read())
     assert record["reason"] == "TaskTimedOut"
     assert json.loads(record["original"])["taskToken"] == "token-dead"
@@ -334,7 +334,7 @@ def test_refreshes_at_most_max_tag_reads_mirrors_a_run_least_recently_refreshed_
     services = build()
     arns = [create_machine(aws, name=f"Machine{n}") for n in range(5)]
     for age, arn in zip([50, 40, 30, 20, 10], arns, strict=True):
-        services.flag.record(parse_state_machine_arn(arn), MaintenanceState(on=False), source="api")
+        services.flag.record(parse_state_machine_arn(arn), MaintenanceState(on=False), source="tags")
         backdate(mirror_key(arn.rsplit(":", 1)[-1]), minutes=age)
     tag_reads = []
     services.clients.sfn(REGION).meta.events.register(
