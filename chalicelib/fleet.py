@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 from chalice import ChaliceViewError
 
+from chalicelib import faults
 from chalicelib.arns import AccountRegion, StateMachineArn, parse_state_machine_arn
 from chalicelib.errors import InvalidArn, about_state_machine, as_http_error
 from chalicelib.flag import MaintenanceFlag
@@ -117,10 +118,12 @@ def known_machines(flag: MaintenanceFlag, store: TokenStore, home: AccountRegion
 
 
 def _machine_of_folder(store: TokenStore, name: str, home: AccountRegion | None) -> StateMachineArn | None:
-    first = next(store.held(name), None)
     try:
+        first = next(store.held(name), None)
         task = store.load(first.key) if first else None
-    except UnreadableHeldTask:
+    except (UnreadableHeldTask, *faults.AWS_ERRORS):
+        # One folder S3 will not show (a prefix-scoped deny, a KMS key) is placed as
+        # the seed's are; the work on that machine then meets the error as its own.
         task = None
     if task is not None and task.state_machine_arn:
         try:

@@ -123,22 +123,23 @@ class Sweeper:
             if isinstance(outcome, MachineError):
                 report.errors.append(outcome.as_entry())
         self._record_visits(visits, visited, known.machines)
-        self._log.decision("swept", **report.as_dict())
+        # Each error has its own line already; a fleet's worth would not fit one log event.
+        self._log.decision("swept", **{**report.as_dict(), "errors": len(report.errors)})
         return report
 
     def _sweep_one(self, machine: StateMachineArn, deadline: Deadline, report: SweepReport, refresh: bool) -> None:
         state = None
-        if refresh:
-            asked_at = self._now()
-            try:
+        asked_at = self._now()
+        try:
+            if refresh:
                 state = self._flag.refresh(machine)
-            except StateMachineNotFound:
-                self._retire(machine, deadline, report, asked_at)
-                return
-            report.refreshed += 1
-            on = state.effective(self._now())
-        else:
-            on = self._flag.is_on_now(machine)
+                report.refreshed += 1
+                on = state.effective(self._now())
+            else:
+                on = self._flag.is_on_now(machine)  # reads the tags only when there is no mirror
+        except StateMachineNotFound:
+            self._retire(machine, deadline, report, asked_at)
+            return
         if not on:
             report.resumed += self._drainer.drain(machine, deadline).resumed
         elif self._heartbeat:

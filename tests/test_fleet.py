@@ -168,3 +168,16 @@ def test_a_seed_folder_with_a_valid_name_is_placed_in_the_home_account_and_regio
 
     assert [str(machine) for machine in known.machines] == [HOME.machine("orders+eu").unqualified]
     assert known.strays == []
+
+
+def test_a_folder_whose_tokens_s3_will_not_show_does_not_stop_the_others_being_known(aws, bucket, monkeypatch):
+    services = build()
+    orders, secret = create_machine(aws, "Orders"), create_machine(aws, "Secret")
+    for arn in (orders, secret):
+        services.store.save(parse_checkpoint_event({"taskToken": f"token-of-{arn}", "stateMachineArn": arn}))
+    # A KMS key policy (or a prefix-scoped deny) keeps one folder's objects from the role.
+    refuse(monkeypatch, "GetObject", "AccessDenied", 403, when=lambda params: "/Secret/" in params["Key"])
+
+    known = known_machines(services.flag, services.store, HOME)
+
+    assert sorted(str(machine) for machine in known.machines) == [orders, secret]
