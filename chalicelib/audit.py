@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.arns import StateMachineArn
+from chalicelib.flag import parse_instant
 from chalicelib.store import TokenStore, iso_timestamp
 
 _LATEST_MS = 10**13 - 1  # year 2286: 13 digits keep every key the same length
@@ -21,8 +22,12 @@ class AuditTrail:
         self._store = store
         self._now = now
 
-    def record(self, machine: StateMachineArn, action: str, actor: str, **details: Any) -> dict[str, Any]:
-        at = self._now()
+    def record(
+        self, machine: StateMachineArn, action: str, actor: str, at: str | None = None, **details: Any
+    ) -> dict[str, Any]:
+        """Write one event; ``at`` is when it took effect (a switch's moment in the flag mirror), else now."""
+        moment = parse_instant(at) if at else None
+        at = moment or self._now()
         ms = int(at.timestamp() * 1000)
         key = self._folder(machine) + f"{_LATEST_MS - ms:013d}-{uuid.uuid4().hex[:12]}.json"
         event = {
@@ -32,7 +37,7 @@ class AuditTrail:
             "actor": actor,
             **{name: value for name, value in details.items() if value is not None},
         }
-        self._store.put_document(key, event, create_only=True)
+        self._store.create(key, event)
         return event
 
     def page(self, machine: StateMachineArn, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:

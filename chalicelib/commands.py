@@ -41,7 +41,6 @@ class SwitchMaintenance:
     dry_run: bool
     bulk: bool
 
-
     @classmethod
     def turn(
         cls, machine: StateMachineArn, enabled: bool, *, reason: str | None = None, resume: bool = True

@@ -53,9 +53,12 @@ class Drainer:
         exclusive: bool = True,
         limit: int | None = None,
         selected: Callable[[HeldTask], bool] | None = None,
+        answered: str | None = None,
     ) -> ResumeReport:
         """Resume now, and continue asynchronously if the deadline cut the work short."""
-        report = self._resumer.resume(machine, deadline, exclusive=exclusive, limit=limit, selected=selected)
+        report = self._resumer.resume(
+            machine, deadline, exclusive=exclusive, limit=limit, selected=selected, answered=answered
+        )
         if report.resumed or report.expired or report.failed or report.throttled:
             self._metrics.emit(
                 machine.name,

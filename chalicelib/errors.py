@@ -47,6 +47,15 @@ class InvalidArn(InvalidField):
     pass
 
 
+class OutputTooLarge(InvalidField):
+    """The state's input can never be passed on as the Task's output: it is over 256 KiB."""
+
+
+# A Task error name, like SfnPauser.Unavailable below; resuming a held task whose
+# saved input is too large fails it with the same name.
+OutputTooLarge.__name__ = OutputTooLarge.__qualname__ = "SfnPauser.OutputTooLarge"
+
+
 class NotStandardWorkflow(InvalidField):
     """Express workflows cannot wait for a task token, so they cannot be paused."""
 
@@ -61,6 +70,10 @@ class StateMachineNotAllowed(ForbiddenError):
 
 class MaintenanceIsOn(ConflictError):
     pass
+
+
+class SwitchContended(ConflictError):
+    """Other switches of the same machine kept taking effect first; this one changed nothing."""
 
 
 class AwsUnavailable(ChaliceViewError):

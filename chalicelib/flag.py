@@ -16,16 +16,27 @@ from the tags every minute. Each container reuses what it read for
 - ``MaintenanceCacheSeconds=0`` reads the tags on every invocation, as the seed did.
 
 A machine the mirror has never seen is read from its tags once, and mirrored.
+
+Switches through the API are linearisable: the mirror is their single point of
+order. Each switch writes it conditionally (``If-Match`` the version it read, or
+``If-None-Match`` for a first), so of two overlapping switches one takes effect
+after the other, never both from the same state; then it makes the tags follow
+the mirror, and re-reads the mirror until no later switch has overtaken its tag
+write (see ``MaintenanceControl.switch``). The mirror counts the switches whose
+tags are still on their way (``open``); while any is, the sweep does not adopt
+the tags into the mirror, since an overtaken switch's late tag write would
+otherwise be taken for an operator's change. A switch that died on the way is
+no longer counted after ``SWITCH_GRACE_SECONDS``.
 """
 
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.clients import AwsClients
@@ -38,6 +49,9 @@ TAG_BY = "MaintenanceBy"
 TAG_REASON = "MaintenanceReason"
 TAG_UNTIL = "MaintenanceUntil"
 ALL_TAGS = (TAG, TAG_SINCE, TAG_BY, TAG_REASON, TAG_UNTIL)
+# An API call lives at most 30 s (its Lambda timeout); twice that covers every tag
+# write a switch can still have in flight.
+SWITCH_GRACE_SECONDS = 60.0
 
 
 def parse_instant(text: str) -> datetime | None:
@@ -89,6 +103,16 @@ class MaintenanceState:
         )
 
 
+@dataclass(frozen=True)
+class Mirror:
+    """The mirrored flag as read from S3, with the version (ETag) a conditional write needs."""
+
+    state: MaintenanceState
+    etag: str
+    switched_at: str | None  # the last API switch that took effect, ISO 8601
+    open: int = 0  # switches whose tag writes may still be landing
+
+
 class MaintenanceFlag:
     def __init__(
         self,
@@ -105,6 +129,7 @@ class MaintenanceFlag:
         self._now = now
         self._cache: dict[str, tuple[float, MaintenanceState]] = {}
         self._lock = threading.Lock()
+        self._registered: set[str] = set()
         self.tag_reads = 0
 
     def is_on(self, machine: StateMachineArn) -> bool:
@@ -119,10 +144,11 @@ class MaintenanceFlag:
     def is_on_now(self, machine: StateMachineArn) -> bool:
         """The flag from the mirror (or the tags, with no cache), bypassing this container's cache."""
         if self._cache_seconds <= 0:
-            return self.read(machine).effective(self._now())
-        state = self._read_mirror(machine)
-        if state is None:
-            state = self.refresh(machine)
+            state = self.read(machine)
+            self._register(machine, state)
+            return state.effective(self._now())
+        mirror = self.mirror(machine)
+        state = mirror.state if mirror is not None else self.refresh(machine)
         self._remember(machine, state)
         return state.effective(self._now())
 
@@ -136,23 +162,125 @@ class MaintenanceFlag:
             raise about_state_machine(error, machine.unqualified) from None
         return MaintenanceState.from_tags({tag["key"]: tag["value"] for tag in response.get("tags", [])})
 
+    def current(self, machine: StateMachineArn) -> MaintenanceState:
+        """What an operator is told: a switch on its way as it took effect, else the tags."""
+        mirror = self.mirror(machine)
+        if mirror is not None and self.in_flight(mirror):
+            return mirror.state
+        return self.read(machine)
+
     def refresh(self, machine: StateMachineArn) -> MaintenanceState:
-        """Read the tags and mirror them (the sweep's job, and a first sight's)."""
+        """Read the tags and mirror them (the sweep's job, and a first sight's).
+
+        Never overwrites a switch: while one is on its way the mirror stands as it
+        is, and the write is conditional on the version read, so a switch that
+        takes effect meanwhile wins.
+        """
+        current = self.mirror(machine)
+        if current is not None and self.in_flight(current):
+            self._remember(machine, current.state)
+            return current.state
         state = self.read(machine)
-        self.record(machine, state, source="tags")
+        switched_at = current.switched_at if current else None
+        if self._write(machine, state, "tags", current, switched_at=switched_at, open=0) is None:
+            latest = self.mirror(machine)
+            state = latest.state if latest is not None else state
+        self._remember(machine, state)
         return state
 
+    def publish(self, machine: StateMachineArn, state: MaintenanceState, base: Mirror | None) -> Mirror | None:
+        """Take effect as a switch: write the mirror if it is still at ``base``; None if a switch overtook it."""
+        at = self._now()
+        last = parse_instant(base.switched_at) if base is not None and base.switched_at else None
+        if last is not None and at <= last:
+            at = last + timedelta(milliseconds=1)  # the order of switches, even across skewed clocks
+        open_before = base.open if base is not None and self.in_flight(base) else 0
+        return self._write(machine, state, "api", base, switched_at=iso_timestamp(at), open=open_before + 1)
+
+    def settle(self, latest: Mirror, machine: StateMachineArn, state: MaintenanceState | None = None) -> bool:
+        """One switch's tags have landed: count it out, if the mirror is still ``latest``.
+
+        ``state`` replaces the mirrored state at the same time (a switch undoing itself).
+        """
+        open_now = latest.open - 1 if self.in_flight(latest) else 0
+        new_state = latest.state if state is None else state
+        written = self._write(machine, new_state, "api", latest, switched_at=latest.switched_at, open=max(0, open_now))
+        return written is not None
+
+    def in_flight(self, mirror: Mirror) -> bool:
+        """Whether a switch's tag write may still land (counted, and not older than the grace)."""
+        if mirror.open <= 0:
+            return False
+        switched = parse_instant(mirror.switched_at) if mirror.switched_at else None
+        return switched is not None and (self._now() - switched).total_seconds() < SWITCH_GRACE_SECONDS
+
     def record(self, machine: StateMachineArn, state: MaintenanceState, source: str) -> None:
-        """Mirror a state this process knows (it just wrote or read the tags)."""
-        body: dict[str, Any] = {
+        """Mirror a state unconditionally (an operator's repair, or a test standing in for a switch)."""
+        switched_at = iso_timestamp(self._now()) if source == "api" else None
+        self._store.put_document(self._mirror_key(machine), self._body(machine, state, source, switched_at, 0))
+        self._remember(machine, state)
+
+    def mirror(self, machine: StateMachineArn) -> Mirror | None:
+        found = self._store.get_document(self._mirror_key(machine))
+        if found is None:
+            return None
+        body, etag = found
+        switched_at = body.get("switchedAt")
+        open_switches = body.get("open")
+        return Mirror(
+            state=MaintenanceState(
+                on=body.get("maintenance") is True,
+                since=_text(body.get("since")),
+                by=_text(body.get("by")),
+                reason=_text(body.get("reason")),
+                until=_text(body.get("until")),
+            ),
+            etag=etag,
+            switched_at=switched_at if isinstance(switched_at, str) else None,
+            open=open_switches if isinstance(open_switches, int) and not isinstance(open_switches, bool) else 0,
+        )
+
+    def _write(
+        self,
+        machine: StateMachineArn,
+        state: MaintenanceState,
+        source: str,
+        base: Mirror | None,
+        switched_at: str | None,
+        open: int,
+    ) -> Mirror | None:
+        body = self._body(machine, state, source, switched_at, open)
+        key = self._mirror_key(machine)
+        if base is None:
+            etag = self._store.create(key, body)
+        else:
+            etag = self._store.put_document(key, body, if_match=base.etag)
+        return Mirror(state, etag, switched_at, open) if etag else None
+
+    def _body(
+        self, machine: StateMachineArn, state: MaintenanceState, source: str, switched_at: str | None, open: int
+    ) -> dict[str, Any]:
+        return {
             "stateMachineArn": machine.unqualified,
             "maintenance": state.on,
             **{k: v for k, v in asdict(state).items() if k != "on" and v is not None},
             "source": source,
             "refreshedAt": iso_timestamp(self._now()),
+            **({"switchedAt": switched_at} if switched_at else {}),
+            **({"open": open} if open else {}),
         }
-        self._store.put_document(self._mirror_key(machine), body)
-        self._remember(machine, state)
+
+    def _register(self, machine: StateMachineArn, state: MaintenanceState) -> None:
+        """Without a cache the tags are read directly, but the sweep still finds machines
+        by their mirrors: namesakes share a token folder, so the folder alone cannot
+        name every machine holding tokens in it. One create per machine and container."""
+        if machine.unqualified in self._registered:
+            return
+        try:
+            self._write(machine, state, "tags", None, switched_at=None, open=0)
+        except (ClientError, BotoCoreError):
+            return  # the next invocation tries again
+        self._registered.add(machine.unqualified)
 
     def mirrored(self) -> Iterator[tuple[StateMachineArn, str]]:
         """Every mirrored machine, with when its mirror was last written (ISO 8601)."""
@@ -164,19 +292,6 @@ class MaintenanceFlag:
             except InvalidArn:
                 continue
             yield arn, iso_timestamp(modified)
-
-    def _read_mirror(self, machine: StateMachineArn) -> MaintenanceState | None:
-        found = self._store.get_document(self._mirror_key(machine))
-        if found is None:
-            return None
-        body, _ = found
-        return MaintenanceState(
-            on=body.get("maintenance") is True,
-            since=body.get("since"),
-            by=body.get("by"),
-            reason=body.get("reason"),
-            until=body.get("until"),
-        )
 
     def _remember(self, machine: StateMachineArn, state: MaintenanceState) -> None:
         if self._cache_seconds > 0:
@@ -201,3 +316,7 @@ class MaintenanceFlag:
         with self._lock:
             self._cache.pop(machine.unqualified, None)
         return self._store.delete_if_unchanged(key, found[1])
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -4,6 +4,7 @@ Every state-changing call is checked against the allow-list, the machine's
 existence and type, and recorded in the audit trail with who did it and why.
 """
 
+import contextlib
 import fnmatch
 import functools
 import re
@@ -25,10 +26,22 @@ from chalicelib.errors import (
     MaintenanceIsOn,
     NotStandardWorkflow,
     StateMachineNotAllowed,
+    SwitchContended,
     about_state_machine,
     aws_errors_as_http,
 )
-from chalicelib.flag import ALL_TAGS, TAG, TAG_BY, TAG_REASON, TAG_SINCE, TAG_UNTIL, MaintenanceFlag, MaintenanceState
+from chalicelib.faults import AWS_ERRORS
+from chalicelib.flag import (
+    ALL_TAGS,
+    TAG,
+    TAG_BY,
+    TAG_REASON,
+    TAG_SINCE,
+    TAG_UNTIL,
+    MaintenanceFlag,
+    MaintenanceState,
+    Mirror,
+)
 from chalicelib.fleet import Fleet, MachineError, known_machines
 from chalicelib.resumer import Abort, Resumer
 from chalicelib.store import TokenStore, iso_timestamp
@@ -36,6 +49,8 @@ from chalicelib.store import TokenStore, iso_timestamp
 # Tag values allow letters, numbers, spaces and _ . : / = + - @, up to 256 characters.
 _TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
 _TAG_MAX = 256
+# Conditional writes lost to other switches of the same machine before giving up (409).
+MAX_SWITCH_ATTEMPTS = 5
 
 
 @functools.cache
@@ -106,26 +121,46 @@ class MaintenanceControl:
     ) -> dict[str, Any]:
         """Turn maintenance on or off; off resumes the held executions unless told not to.
 
-        The tags are the source of truth (the console shows them). When switching
-        off, the S3 mirror is written first, so a task handler that re-checks after
-        saving a token sees the lift before the resume lists the folder.
+        Linearisable: the switch takes effect at a conditional write of the S3
+        mirror (see chalicelib/flag.py), and its answer, its audit record and its
+        ``changed`` are those of that moment. The tags, which the console and the
+        AWS CLI show, then follow the mirror. Switching off, the mirror is written
+        before the folder is listed, so a task handler that re-checks after saving
+        a token sees the lift or is resumed by it.
         """
         self.check(machine)
-        before = self._flag.read(machine)
-        after = self._target(before, command, actor)
-        changed = after != before if command.enabled else before.on
-        result: dict[str, Any] = {"stateMachineArn": machine.unqualified, "maintenance": command.enabled}
-        if command.dry_run:
-            held = sum(1 for _ in self._store.held(machine.name))
-            return {**result, "changed": changed, "dryRun": True, "paused": held, **_shown(after)}
-        if command.enabled:
-            if changed:
+        tags = self._flag.read(machine)
+        for _ in range(MAX_SWITCH_ATTEMPTS):
+            base = self._flag.mirror(machine)
+            before = base.state if base is not None and self._flag.in_flight(base) else tags
+            after = self._target(before, command, actor)
+            changed = after != before if command.enabled else before.on
+            result: dict[str, Any] = {"stateMachineArn": machine.unqualified, "maintenance": command.enabled}
+            if command.dry_run:
+                held = sum(1 for _ in self._store.held(machine))
+                return {**result, "changed": changed, "dryRun": True, "paused": held, **_shown(after)}
+            published = self._flag.publish(machine, after, base)
+            if published is not None:
+                break
+        else:
+            raise SwitchContended(
+                f"stateMachineArn: other switches of {machine.unqualified} kept taking effect first; "
+                "nothing was changed by this call, retry it"
+            )
+        try:
+            if after != tags:
                 self._write_tags(machine, after)
-            self._flag.record(machine, after, source="api")
+            self._follow_mirror(machine, published)
+        except Exception:
+            # The tags could not follow: undo this switch where no other has come
+            # since, so that the answer (an error) and the state agree. Where one
+            # has, it is counted out after the grace, and the tags win.
+            with contextlib.suppress(*AWS_ERRORS):
+                self._flag.settle(published, machine, state=before)
+            raise
+        if command.enabled:
             result.update(changed=changed, effectiveWithinSeconds=self._cache_seconds, **_shown(after))
         else:
-            self._flag.record(machine, after, source="api")
-            self._clients.sfn(machine.region).untag_resource(resourceArn=machine.unqualified, tagKeys=list(ALL_TAGS))
             result["changed"] = changed
             if command.resume:
                 result.update(self._drainer.drain(machine, deadline, exclusive=False).as_dict())
@@ -133,12 +168,33 @@ class MaintenanceControl:
             machine,
             "maintenance-on" if command.enabled else "maintenance-off",
             actor,
+            at=published.switched_at,
             reason=command.reason,
             until=iso_timestamp(command.until) if command.until else None,
             changed=changed,
             result={key: value for key, value in result.items() if key in ("resumed", "expired", "remaining")} or None,
         )
         return result
+
+    def _follow_mirror(self, machine: StateMachineArn, ours: Mirror) -> None:
+        """Make the tags say what the mirror says, then count this switch out.
+
+        A later switch may have taken effect while our tag write was on its way,
+        and our write may have landed after its own: then the tags say ours. So
+        re-read the mirror and write the tags again for every switch that came
+        since, until this call can count itself out of a mirror nobody changed.
+        """
+        tags_for = ours.switched_at
+        for _ in range(MAX_SWITCH_ATTEMPTS * 2):
+            latest = self._flag.mirror(machine)
+            if latest is None:
+                return
+            if latest.switched_at != tags_for:
+                self._write_tags(machine, latest.state)
+                tags_for = latest.switched_at
+                continue
+            if self._flag.settle(latest, machine):
+                return
 
     def _target(self, before: MaintenanceState, command: SwitchMaintenance, actor: str) -> MaintenanceState:
         if not command.enabled:
@@ -154,23 +210,36 @@ class MaintenanceControl:
         )
 
     def _write_tags(self, machine: StateMachineArn, state: MaintenanceState) -> None:
+        """Write the whole state to the tags (idempotent): on, with who, why, since and until; or off."""
         sfn = self._clients.sfn(machine.region)
-        tags = {TAG: "true", TAG_SINCE: state.since, TAG_BY: state.by, TAG_REASON: state.reason, TAG_UNTIL: state.until}
-        sfn.tag_resource(
-            resourceArn=machine.unqualified,
-            tags=[{"key": key, "value": value} for key, value in tags.items() if value],
-        )
-        stale = [key for key, value in tags.items() if not value]
-        if stale:
-            sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=stale)
+        try:
+            if not state.on:
+                sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=list(ALL_TAGS))
+                return
+            tags = {
+                TAG: "true",
+                TAG_SINCE: state.since,
+                TAG_BY: state.by,
+                TAG_REASON: state.reason,
+                TAG_UNTIL: state.until,
+            }
+            sfn.tag_resource(
+                resourceArn=machine.unqualified,
+                tags=[{"key": key, "value": value} for key, value in tags.items() if value],
+            )
+            stale = [key for key, value in tags.items() if not value]
+            if stale:
+                sfn.untag_resource(resourceArn=machine.unqualified, tagKeys=stale)
+        except ClientError as error:
+            raise about_state_machine(error, machine.unqualified) from None
 
     # -- seeing
 
     @aws_errors_as_http
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
         self.check(machine)
-        state = self._flag.read(machine)
-        held = list(self._store.held(machine.name))
+        state = self._flag.current(machine)
+        held = list(self._store.held(machine))
         oldest = min((item.paused_at for item in held), default=None)
         return {
             "stateMachineArn": machine.unqualified,
@@ -179,7 +248,7 @@ class MaintenanceControl:
             "paused": len(held),
             "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
             "oldestPausedAgeSeconds": self._age(oldest),
-            "quarantined": sum(1 for _ in self._store.quarantined(machine.name)),
+            "quarantined": sum(1 for _ in self._store.quarantined(machine)),
         }
 
     @aws_errors_as_http
@@ -202,7 +271,7 @@ class MaintenanceControl:
         return {"stateMachines": listed, "nextToken": None}
 
     def _overview_entry(self, machine: StateMachineArn) -> dict[str, Any] | None:
-        held = list(self._store.held(machine.name))
+        held = list(self._store.held(machine))
         on = self._flag.is_on_now(machine)
         if not on and not held:
             return None
@@ -219,7 +288,7 @@ class MaintenanceControl:
     def paused(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         """The held executions, oldest first; never their tokens."""
         self.check(machine)
-        items, next_token = self._store.held_page(machine.name, page.limit, page.next_token)
+        items, next_token = self._store.held_page(machine, page.limit, page.next_token)
         held = []
         for item in items:
             task = self._store.load_quietly(item.key)
@@ -248,7 +317,7 @@ class MaintenanceControl:
         """Resume what is held, oldest first; refuses while maintenance is on unless forced."""
         machine = command.machine
         self.check(machine)
-        if self._flag.read(machine).effective(self._now()) and not command.force:
+        if self._flag.current(machine).effective(self._now()) and not command.force:
             raise MaintenanceIsOn(
                 f"stateMachineArn: maintenance is on for {machine.unqualified}; "
                 'switch it off first, or send "force": true to resume anyway'

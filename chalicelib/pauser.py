@@ -1,20 +1,29 @@
 """The checkpoint: hold the execution while maintenance is on, let it go otherwise."""
 
-import json
 import logging
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from chalicelib import faults
 from chalicelib.clients import AwsClients
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
+from chalicelib.errors import (
+    AwsAccessDenied,
+    InvalidField,
+    InvalidInput,
+    OutputTooLarge,
+    StateMachineNotFound,
+    Unavailable,
+)
 from chalicelib.events import CheckpointEvent, parse_checkpoint_event, token_from
+from chalicelib.faults import AWS_ERRORS
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.logs import DecisionLog, fingerprint
 from chalicelib.metrics import Metrics
 from chalicelib.resumer import Resumer
-from chalicelib.store import TokenStore
+from chalicelib.store import MAX_PAYLOAD_BYTES, TokenStore, dumps, utf8_size
 
 # AWS limits a SendTaskFailure cause to 32,768 characters.
 _MAX_CAUSE = 32_768
@@ -42,26 +51,45 @@ class Pauser:
         self._default_region = default_region
 
     def handle(self, event: Any, deadline: Deadline) -> dict[str, Any]:
-        """Hold or proceed. Raises on bad input, after failing the Task's own token.
+        """Hold or proceed.
 
-        Raising fails the Task at once under a synchronous ``lambda:invoke``; the
-        explicit SendTaskFailure also covers a state that invokes us with
-        ``InvocationType: Event``, where a raised error would leave it hanging.
+        Only bad input fails the Task: it raises a named error, after failing the
+        Task's own token (which also covers a state that invokes us with
+        ``InvocationType: Event``, where a raised error would leave it hanging).
+        An AWS fault that leaves the execution neither held nor passed raises
+        :class:`Unavailable`, which the checkpoint's ``Retry`` retries; its own
+        token is never failed for that.
         """
         try:
             checkpoint = parse_checkpoint_event(event)
+            output = task_output(checkpoint)
+        except InvalidInput as error:
+            self._fail_own_task(event, error)
+            raise
+        machine = checkpoint.state_machine
+        try:
             if self._is_on(checkpoint):
                 key = self._hold(checkpoint)
                 if self._still_on(checkpoint):
                     return {"status": "maintenance", "saved_token_key": key}
                 lifted_meanwhile = True
             else:
-                self._proceed(checkpoint)
+                self._proceed(checkpoint, output)
                 lifted_meanwhile = False
-        except Exception as error:
-            self._fail_own_task(event, error)
-            raise
-        machine = checkpoint.state_machine
+        except AWS_ERRORS as error:
+            code = faults.error_code(error)
+            self._log.decision(
+                "unavailable",
+                logging.WARNING,
+                stateMachine=machine.unqualified,
+                execution=checkpoint.execution_arn,
+                token=fingerprint(checkpoint.task_token),
+                error=code,
+            )
+            raise Unavailable(
+                f"AWS answered {code} for {machine.unqualified}; the execution was neither held nor "
+                "let through, and the checkpoint's Retry will try again"
+            ) from None
         try:
             if lifted_meanwhile:
                 # Maintenance was lifted while this token was being saved: the lifter
@@ -71,10 +99,12 @@ class Pauser:
                 self._log.decision("lifted-while-saving", stateMachine=machine.unqualified, key=key)
                 report = self._resumer.resume_key(machine, key, deadline)
             else:
-                report = self._drainer.drain(machine, deadline, exclusive=True)
-        except (ClientError, BotoCoreError) as error:
+                report = self._drainer.drain(machine, deadline, exclusive=True, answered=checkpoint.task_token)
+        except AWS_ERRORS as error:
             # This execution goes on either way; what is held stays held for the sweep.
-            self._log.decision("resume-failed", logging.WARNING, stateMachine=machine.unqualified, error=str(error))
+            self._log.decision(
+                "resume-failed", logging.WARNING, stateMachine=machine.unqualified, error=faults.error_code(error)
+            )
             return {"status": "proceeding", "resumed_tokens": 0}
         self._log.decision(
             "proceeding",
@@ -85,27 +115,29 @@ class Pauser:
         return {"status": "proceeding", "resumed_tokens": report.resumed}
 
     def _hold(self, checkpoint: CheckpointEvent) -> str:
-        key = self._store.save(checkpoint)
+        saved = self._store.save_once(checkpoint)
         self._log.decision(
-            "paused",
+            "paused" if saved.first else "already-held",
             stateMachine=checkpoint.state_machine.unqualified,
             execution=checkpoint.execution_arn,
-            key=key,
+            key=saved.key,
             token=fingerprint(checkpoint.task_token),
         )
-        self._metrics.emit(checkpoint.state_machine.name, Paused=1)
-        return key
+        if saved.first:
+            self._metrics.emit(checkpoint.state_machine.name, Paused=1)
+        return saved.key
 
     def _is_on(self, checkpoint: CheckpointEvent) -> bool:
-        """The flag; if it cannot be read for a passing reason, hold (the sweep lets it go).
+        """The flag; if it cannot be read, hold (the sweep lets it go once it can be read).
 
         Holding is the safe side: proceeding into a dependency under maintenance is
-        the failure this product exists to prevent. A machine sfn-pauser may not
-        read is a configuration error, and fails the Task so that it is seen.
+        the failure this product exists to prevent, and failing the execution for
+        a passing fault, or for sfn-pauser's own IAM policy, is worse than a wait.
+        The decision is logged at WARNING so that a lasting cause is seen.
         """
         try:
             return self._flag.is_on(checkpoint.state_machine)
-        except (ClientError, BotoCoreError) as error:
+        except (*AWS_ERRORS, AwsAccessDenied, StateMachineNotFound) as error:
             self._log.decision(
                 "flag-unreadable",
                 logging.WARNING,
@@ -118,14 +150,28 @@ class Pauser:
         """Re-check the flag after saving; if the check fails, stay held (the sweep is the backstop)."""
         try:
             return self._flag.is_on_now(checkpoint.state_machine)
-        except (ClientError, BotoCoreError) as error:
+        except (*AWS_ERRORS, AwsAccessDenied, StateMachineNotFound) as error:
             self._log.decision("recheck-failed", logging.WARNING, error=type(error).__name__)
             return True
 
-    def _proceed(self, checkpoint: CheckpointEvent) -> None:
-        output = checkpoint.input if checkpoint.has_input else {}
+    def _proceed(self, checkpoint: CheckpointEvent, output: str) -> None:
+        """Let the execution through with its own input as the Task's output."""
         sfn = self._clients.sfn(checkpoint.state_machine.region)
-        sfn.send_task_success(taskToken=checkpoint.task_token, output=_json(output))
+        try:
+            sfn.send_task_success(taskToken=checkpoint.task_token, output=output)
+        except ClientError as error:
+            if not faults.is_dead_token(error):
+                raise
+            # Answered already: by an earlier delivery of this event, or by this very
+            # call when its response was lost and botocore retried. Or the Task is
+            # over (timed out, execution stopped). Either way there is nothing to do.
+            self._log.decision(
+                "already-answered",
+                stateMachine=checkpoint.state_machine.unqualified,
+                execution=checkpoint.execution_arn,
+                token=fingerprint(checkpoint.task_token),
+                error=faults.error_code(error),
+            )
 
     def _fail_own_task(self, event: Any, error: Exception) -> None:
         token = token_from(event)
@@ -144,7 +190,7 @@ class Pauser:
             return
         try:
             self._clients.sfn(region).send_task_failure(taskToken=token, error=type(error).__name__, cause=cause)
-        except (ClientError, BotoCoreError) as failure:
+        except AWS_ERRORS as failure:
             # The raise that follows still fails a synchronous Task.
             self._log.decision("fail-own-task-failed", logging.WARNING, error=str(type(failure).__name__))
 
@@ -162,5 +208,22 @@ def _region_of(event: Any) -> str | None:
     return None
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def task_output(checkpoint: CheckpointEvent) -> str:
+    """The output the checkpoint passes on: the state's input as it came, or ``{}``.
+
+    Bad input if it can never be sent: over Step Functions' limit in UTF-8 bytes,
+    or nested deeper than JSON can be written here.
+    """
+    try:
+        output = dumps(checkpoint.input if checkpoint.has_input else {})
+    except RecursionError:
+        raise InvalidField("input", "is nested too deeply to pass on as the task output") from None
+    except ValueError as error:  # NaN or Infinity: not JSON, Step Functions refuses it
+        raise InvalidField("input", f"cannot be passed on as JSON ({error})") from None
+    size = utf8_size(output)
+    if size > MAX_PAYLOAD_BYTES:
+        raise OutputTooLarge(
+            "input",
+            f"is {size} bytes as UTF-8 JSON; a task output may be at most {MAX_PAYLOAD_BYTES} bytes",
+        )
+    return output

@@ -20,22 +20,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib import faults
+from chalicelib.arns import StateMachineArn
 from chalicelib.clients import AwsClients
 from chalicelib.deadline import Deadline
-from chalicelib.errors import InvalidArn
 from chalicelib.logs import DecisionLog, fingerprint
-from chalicelib.store import HeldKey, HeldTask, TokenStore, UnreadableHeldTask
+from chalicelib.store import MAX_PAYLOAD_BYTES, HeldKey, HeldTask, TokenStore, UnreadableHeldTask, utf8_size
 
-# AWS's word that a token can never succeed: malformed, timed out or closed, gone.
-DEAD_TOKEN_ERRORS = frozenset({"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"})
-# The token is alive but the saved output cannot be sent: fail the Task instead of
-# leaving the execution to hang until its timeout.
-OUTPUT_ERRORS = frozenset({"InvalidOutput"})
+# The token is alive but the saved output cannot be sent (AWS answers InvalidOutput for
+# output that is not JSON, ValidationException for output over 256 KiB): fail the Task
+# with a named error instead of leaving the execution to hang until its timeout.
+OUTPUT_ERRORS = frozenset({"InvalidOutput", "ValidationException"})
 INVALID_OUTPUT_ERROR = "SfnPauser.InvalidOutput"
+OUTPUT_TOO_LARGE_ERROR = "SfnPauser.OutputTooLarge"
 # Deletes of finished tokens and their claims are batched (DeleteObjects takes
 # 1,000 keys); a small batch and a short interval keep the window in which a
 # crash would leave a sent token behind (to be quarantined later) short.
@@ -185,22 +186,30 @@ class Resumer:
         selected: Callable[[HeldTask], bool] | None = None,
         exclusive: bool = False,
         abort: Abort | None = None,
+        answered: str | None = None,
     ) -> ResumeReport:
         """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline.
+
+        ``answered`` is a task token its caller has just answered itself: if a
+        repeated delivery of it was held, that entry is removed, not sent again.
 
         With ``exclusive``, work only if this resumer can take the machine's lease:
         the many proceeding invocations of a busy workflow then leave a backlog to
         the one that is already draining it, instead of all racing for each claim.
         """
-        held = self._store.held(machine.name)
+        held = self._store.held(machine)
         first = next(held, None)
         if first is None:
             return ResumeReport()
         held = itertools.chain([first], held)
+        if answered is not None and self._store.forget(answered):
+            # This token's own delivery let it through, and an earlier delivery of the
+            # same token had held it: the entry is done, not expired.
+            self._log.decision("duplicate-forgotten", stateMachine=machine.unqualified, token=fingerprint(answered))
         if not exclusive:
             return self._resume(machine, held, deadline, limit, selected, abort)
         seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
-        lease = self._store.lease(machine.name, self._owner, seconds)
+        lease = self._store.lease(machine, self._owner, seconds)
         if lease is None:
             return ResumeReport(remaining=1, complete=False, busy=True)
         try:
@@ -283,34 +292,34 @@ class Resumer:
             self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
             return Outcome.KEPT
         try:
-            outcome = self._claimed(machine, item, abort)
+            outcome, task = self._claimed(machine, item, abort)
         except Exception:
             self._release(claim)
             raise
         if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED):
             self._release(claim)
-        elif outcome is Outcome.RESUMED:
-            deletions.add(item.key, claim)
+        elif outcome is Outcome.RESUMED and task is not None:
+            deletions.add(item.key, claim, self._store.token_index_key(task.task_token))
         else:
             deletions.add(claim)
         return outcome
 
-    def _claimed(self, machine: StateMachineArn, item: HeldKey, abort: Abort | None) -> Outcome:
+    def _claimed(self, machine: StateMachineArn, item: HeldKey, abort: Abort | None) -> tuple[Outcome, HeldTask | None]:
         try:
             task = self._store.load(item.key)
         except UnreadableHeldTask as error:
-            return self._quarantine_unreadable(machine, item, str(error))
+            return self._quarantine_unreadable(machine, item, str(error)), None
         except (ClientError, BotoCoreError) as error:
             self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
-            return Outcome.KEPT
+            return Outcome.KEPT, None
         if task is None:
-            return Outcome.GONE
-        if not _belongs_to(task, machine):
+            return Outcome.GONE, None
+        if not task.belongs_to(machine):
             # Machines of one name in two regions or accounts share a folder (the
             # layout is the seed's); a token is only ever sent to its own machine.
-            return Outcome.SKIPPED
+            return Outcome.SKIPPED, task
         try:
-            return self._send(machine, task, abort)
+            return self._send(machine, task, abort), task
         except (ClientError, BotoCoreError) as error:
             self._log.decision(
                 "kept",
@@ -320,7 +329,7 @@ class Resumer:
                 token=fingerprint(task.task_token),
                 error=_code(error),
             )
-            return Outcome.KEPT
+            return Outcome.KEPT, task
 
     def _send(self, machine: StateMachineArn, task: HeldTask, abort: Abort | None) -> Outcome:
         sfn = self._clients.sfn(machine.region)
@@ -330,34 +339,57 @@ class Resumer:
             "key": task.key,
             "token": fingerprint(task.task_token),
         }
+        output = task.output if abort is None else ""
         try:
-            if abort is None:
-                sfn.send_task_success(taskToken=task.task_token, output=task.output)
-            else:
+            if abort is not None:
                 sfn.send_task_failure(taskToken=task.task_token, error=abort.error, cause=abort.cause)
+            elif utf8_size(output) > MAX_PAYLOAD_BYTES:
+                return self._fail_output(
+                    machine,
+                    task,
+                    OUTPUT_TOO_LARGE_ERROR,
+                    f"the saved input is {utf8_size(output)} bytes as UTF-8 "
+                    f"JSON, over the {MAX_PAYLOAD_BYTES}-byte limit of a task output",
+                    common,
+                )
+            else:
+                sfn.send_task_success(taskToken=task.task_token, output=output)
         except ClientError as error:
             code = _code(error)
-            if code in DEAD_TOKEN_ERRORS:
-                target = self._store.quarantine(task.key, code, machine.name)
+            if faults.is_dead_token(error):
+                target = self._store.quarantine(task.key, code, machine)
                 self._log.decision("expired", logging.WARNING, error=code, quarantine=target, **common)
                 return Outcome.EXPIRED
-            if code in OUTPUT_ERRORS:
-                sfn.send_task_failure(
-                    taskToken=task.task_token,
-                    error=INVALID_OUTPUT_ERROR,
-                    cause=f"sfn-pauser could not send the saved input of {task.key} "
-                    f"as the task output: {error.response['Error'].get('Message', code)}",
-                )
-                self._store.delete(task.key)
-                self._log.decision("failed", logging.ERROR, error=code, **common)
-                return Outcome.FAILED
+            if code in OUTPUT_ERRORS and abort is None:
+                message = error.response["Error"].get("Message", code)
+                return self._fail_output(machine, task, INVALID_OUTPUT_ERROR, f"AWS refused it: {message}", common)
             raise
         self._log.decision("resumed" if abort is None else "aborted", **common)
         return Outcome.RESUMED
 
+    def _fail_output(
+        self, machine: StateMachineArn, task: HeldTask, error: str, why: str, common: dict[str, Any]
+    ) -> Outcome:
+        """Fail a Task whose saved input can never be sent as its output, instead of letting it hang."""
+        try:
+            self._clients.sfn(machine.region).send_task_failure(
+                taskToken=task.task_token,
+                error=error,
+                cause=f"sfn-pauser could not send the saved input of {task.key} as the task output: {why}",
+            )
+        except ClientError as failure:
+            if not faults.is_dead_token(failure):
+                raise
+            target = self._store.quarantine(task.key, _code(failure), machine)
+            self._log.decision("expired", logging.WARNING, error=_code(failure), quarantine=target, **common)
+            return Outcome.EXPIRED
+        self._store.delete_many([task.key, self._store.token_index_key(task.task_token)])
+        self._log.decision("failed", logging.ERROR, error=error, **common)
+        return Outcome.FAILED
+
     def _quarantine_unreadable(self, machine: StateMachineArn, item: HeldKey, reason: str) -> Outcome:
         try:
-            self._store.quarantine(item.key, reason, machine.name)
+            self._store.quarantine(item.key, reason, machine)
         except (ClientError, BotoCoreError) as error:
             self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
             return Outcome.KEPT
@@ -370,15 +402,6 @@ class Resumer:
         except (ClientError, BotoCoreError) as error:
             # A claim left behind only delays the token until the sweep clears it.
             self._log.decision("release-failed", logging.WARNING, claim=claim, error=_code(error))
-
-
-def _belongs_to(task: HeldTask, machine: StateMachineArn) -> bool:
-    if task.state_machine_arn is None:
-        return True
-    try:
-        return parse_state_machine_arn(task.state_machine_arn).unqualified == machine.unqualified
-    except InvalidArn:
-        return True
 
 
 def _collect(done: set[Future[Outcome]], report: ResumeReport) -> None:

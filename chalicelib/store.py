@@ -8,6 +8,7 @@ and is never taken for a token.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -21,11 +22,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import faults
+from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.errors import InvalidArn
 from chalicelib.events import CheckpointEvent
 
 CONTROL_FOLDER = "_sfn-pauser"
-# S3 answers a lost If-None-Match race with 412, or 409 while another write is in flight.
-_CONFLICT_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
 _TOKEN_NAME = re.compile(
     r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json",
     re.IGNORECASE,
@@ -36,8 +38,15 @@ _id_lock = threading.Lock()
 _last_id_time = [0, 0]  # [milliseconds, sequence] of the last id this process made
 
 
-def new_token_id(now_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, a 12-bit sequence, random bits.
+def new_token_id(now_ms: int | None = None, machine_tag: int | None = None) -> str:
+    """A time-ordered UUID: 48 bits of Unix milliseconds, a 12-bit sequence, then the rest.
+
+    Without ``machine_tag`` it is a UUIDv7 (RFC 9562) with 62 random bits. With
+    one it is a UUIDv8, RFC 9562's layout for custom data, with the same time and
+    sequence bits, whose last 62 bits are the tag (30 bits) and 32 random bits.
+    The tag names the state machine (see :func:`machine_tag`), so that namesakes
+    in two regions or accounts, which share a folder, can be told apart from a
+    listing, without reading each body.
 
     The sequence (RFC 9562 §6.2, method 1) keeps the ids one process makes within
     one millisecond in order, so keys sort by pause time. Hand-written because
@@ -56,19 +65,55 @@ def new_token_id(now_ms: int | None = None) -> str:
             sequence = 0
         _last_id_time[:] = [ms, sequence]
     value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
+    value |= (0x7 if machine_tag is None else 0x8) << 76
     value |= sequence << 64
     value |= 0x2 << 62  # RFC 4122 variant
-    value |= int.from_bytes(os.urandom(8), "big") >> 2
+    if machine_tag is None:
+        value |= int.from_bytes(os.urandom(8), "big") >> 2
+    else:
+        value |= (machine_tag & _TAG_MASK) << 32
+        value |= int.from_bytes(os.urandom(4), "big")
     return str(uuid.UUID(int=value))
 
 
-def paused_at_of(token_id: str) -> datetime | None:
-    """The pause time a UUIDv7 key carries, or None for another UUID version."""
+_TAG_MASK = (1 << 30) - 1
+
+
+def machine_tag(machine: StateMachineArn) -> int:
+    """30 bits that name a state machine (its unqualified ARN) in the keys of its held tasks.
+
+    Two namesakes share a tag once in a billion pairs; even then nothing is sent
+    to the wrong machine, since a resume checks the ARN recorded in the body.
+    """
+    return int.from_bytes(hashlib.sha256(machine.unqualified.encode()).digest()[:4], "big") & _TAG_MASK
+
+
+def machine_tag_of(token_id: str) -> int | None:
+    """The machine tag a UUIDv8 key carries; None for keys without one (UUIDv7, the seed's UUID4)."""
     parsed = uuid.UUID(token_id)
-    if parsed.version != 7:
+    return (parsed.int >> 32) & _TAG_MASK if parsed.version == 8 else None
+
+
+def paused_at_of(token_id: str) -> datetime | None:
+    """The pause time a time-ordered key carries, or None for another UUID version."""
+    parsed = uuid.UUID(token_id)
+    if parsed.version not in (7, 8):
         return None
     return datetime.fromtimestamp((parsed.int >> 80) / 1000, tz=UTC)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that keeps non-ASCII as it is: AWS's 256 KiB limits count UTF-8
+    bytes, and ``\\uXXXX`` escapes would double or triple the size of, say, Japanese."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# Step Functions' limit on a task output (and an execution's input), in UTF-8 bytes.
+MAX_PAYLOAD_BYTES = 262_144
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def iso_timestamp(moment: datetime) -> str:
@@ -86,6 +131,12 @@ class HeldKey:
 
 
 @dataclass(frozen=True)
+class Saved:
+    key: str
+    first: bool  # False: the token was already held (a repeated delivery)
+
+
+@dataclass(frozen=True)
 class HeldTask:
     key: str
     task_token: str = field(repr=False)
@@ -98,7 +149,20 @@ class HeldTask:
     @property
     def output(self) -> str:
         """What resuming sends as the Task's output: the saved input, or ``{}``."""
-        return json.dumps(self.input if self.has_input else {}, separators=(",", ":"))
+        return dumps(self.input if self.has_input else {})
+
+    def belongs_to(self, machine: StateMachineArn) -> bool:
+        """Whether this task waits in ``machine`` (and not in a namesake sharing its folder).
+
+        The seed's tokens recorded no ARN: they belong to whichever machine of
+        that name sfn-pauser works for (the seed worked in one account and region).
+        """
+        if self.state_machine_arn is None:
+            return True
+        try:
+            return parse_state_machine_arn(self.state_machine_arn).unqualified == machine.unqualified
+        except InvalidArn:
+            return True
 
 
 class UnreadableHeldTask(Exception):
@@ -118,60 +182,111 @@ class TokenStore:
         return self.prefix + "/".join((CONTROL_FOLDER, *parts))
 
     def save(self, event: CheckpointEvent, now: datetime | None = None) -> str:
-        """Write the held task and return its key. Never overwrites an object."""
+        """Hold a task and return its key; see :meth:`save_once`."""
+        return self.save_once(event, now).key
+
+    def save_once(self, event: CheckpointEvent, now: datetime | None = None) -> "Saved":
+        """Hold a task once, however often its token is delivered, and return its key.
+
+        Step Functions and Lambda deliver at least once: a handler that timed out
+        after saving is invoked again with the same token. A small index object
+        per token (:meth:`token_index_key`), created with ``If-None-Match: *``
+        before the held task itself, names the one key the token is held under;
+        a second delivery finds it and returns that key instead of a second entry.
+        A lost response on either write is recognised as this call's own write
+        (:meth:`create`), not mistaken for someone else's.
+        """
         now = now or datetime.now(UTC)
-        token_id = new_token_id(int(now.timestamp() * 1000))
-        key = f"{self.folder(event.state_machine.name)}{token_id}.json"
+        machine = event.state_machine
+        key = f"{self.folder(machine.name)}{new_token_id(int(now.timestamp() * 1000), machine_tag(machine))}.json"
+        index_key = self.token_index_key(event.task_token)
+        if self.create(index_key, {"key": key, "stateMachineArn": machine.unqualified}) is None:
+            held_under = self._indexed_key(index_key)
+            if held_under is not None:
+                if self._holds_token(held_under, event.task_token):
+                    return Saved(held_under, first=False)
+                # The first delivery died between the index and the task: finish its work.
+                key = held_under
         body: dict[str, Any] = {
             "taskToken": event.task_token,
             "timestamp": iso_timestamp(now),
-            "stateMachineArn": str(event.state_machine),
-            "region": event.state_machine.region,
+            "stateMachineArn": str(machine),
+            "region": machine.region,
         }
         if event.execution_arn:
             body["executionArn"] = event.execution_arn
         if event.has_input:
             body["input"] = event.input
-        self._s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=json.dumps(body, separators=(",", ":")).encode(),
-            ContentType="application/json",
-            IfNoneMatch="*",
-        )
-        return key
+        if self.create(key, body) is None and not self._holds_token(key, event.task_token):
+            raise UnreadableHeldTask(f"{key}: another task is held under this task's key")
+        return Saved(key, first=True)
 
-    def held(self, machine_name: str) -> Iterator[HeldKey]:
-        """The machine's held tasks, oldest first within each page of 1,000.
+    def forget(self, task_token: str) -> bool:
+        """Remove the held entry of a token its own delivery has just answered; True if there was one."""
+        index_key = self.token_index_key(task_token)
+        held_under = self._indexed_key(index_key)
+        if held_under is None or not self._holds_token(held_under, task_token):
+            return False
+        self.delete_many([held_under, index_key])
+        return True
 
-        New (UUIDv7) keys list in pause order across pages too; a legacy UUID4
+    def token_index_key(self, task_token: str) -> str:
+        """Where the key a token is held under is recorded (a hash: the token is a credential)."""
+        return self.control_key("tokens", hashlib.sha256(task_token.encode()).hexdigest() + ".json")
+
+    def _indexed_key(self, index_key: str) -> str | None:
+        found = self.get_document(index_key)
+        key = found[0].get("key") if found else None
+        return key if isinstance(key, str) and key.startswith(self.prefix) else None
+
+    def _holds_token(self, key: str, task_token: str) -> bool:
+        try:
+            task = self.load(key)
+        except UnreadableHeldTask:
+            return False
+        return task is not None and task.task_token == task_token
+
+    def held(self, machine: StateMachineArn | str) -> Iterator[HeldKey]:
+        """A machine's held tasks, oldest first within each page of 1,000.
+
+        Given an ARN, only that machine's: keys tagged for a namesake (another
+        region or account, same folder) are left out; keys that carry no tag (the
+        seed's, or saved before tags) are listed for every machine of the name,
+        and a resume checks their body. Given a name, the whole folder.
+
+        Time-ordered keys list in pause order across pages too; a legacy UUID4
         key is placed by its LastModified within its page.
         """
         paginator = self._s3.get_paginator("list_objects_v2")
-        folder = self.folder(machine_name)
+        folder = self.folder(machine if isinstance(machine, str) else machine.name)
         for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/"):
-            found = []
-            for item in page.get("Contents", []):
-                match = _TOKEN_NAME.fullmatch(item["Key"][len(folder) :])
-                if match is None:
-                    continue
-                paused_at = paused_at_of(match["id"]) or item["LastModified"]
-                found.append(HeldKey(item["Key"], paused_at, item.get("ETag", "")))
+            found = self._held_in(page, folder, machine)
             yield from sorted(found, key=lambda held: (held.paused_at, held.key))
 
-    def held_page(self, machine_name: str, limit: int, after: str | None) -> tuple[list[HeldKey], str | None]:
-        """One page of held tasks in key order (pause order for new keys), and the next token."""
-        folder = self.folder(machine_name)
+    def held_page(self, machine: StateMachineArn, limit: int, after: str | None) -> tuple[list[HeldKey], str | None]:
+        """One page of a machine's held tasks in key order (pause order for new keys), and the next token."""
+        folder = self.folder(machine.name)
         extra = {"StartAfter": folder + after} if after else {}
         response = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=folder, Delimiter="/", MaxKeys=limit, **extra)
-        found = []
-        for item in response.get("Contents", []):
-            match = _TOKEN_NAME.fullmatch(item["Key"][len(folder) :])
-            if match is not None:
-                found.append(HeldKey(item["Key"], paused_at_of(match["id"]) or item["LastModified"]))
+        found = self._held_in(response, folder, machine)
         last = response.get("Contents", [])[-1:]
         next_token = last[0]["Key"][len(folder) :] if response.get("IsTruncated") and last else None
         return found, next_token
+
+    @staticmethod
+    def _held_in(page: dict[str, Any], folder: str, machine: StateMachineArn | str) -> list[HeldKey]:
+        wanted = None if isinstance(machine, str) else machine_tag(machine)
+        found = []
+        for item in page.get("Contents", []):
+            match = _TOKEN_NAME.fullmatch(item["Key"][len(folder) :])
+            if match is None:
+                continue
+            tag = machine_tag_of(match["id"])
+            if wanted is not None and tag is not None and tag != wanted:
+                continue
+            paused_at = paused_at_of(match["id"]) or item["LastModified"]
+            found.append(HeldKey(item["Key"], paused_at, item.get("ETag", "")))
+        return found
 
     def held_key(self, key: str) -> HeldKey | None:
         """The listing entry for one key this process saved (no S3 call)."""
@@ -228,21 +343,38 @@ class TokenStore:
     # Bookkeeping documents (flag mirrors, leases, audit) live under the control
     # folder, away from the token folders.
 
-    def put_document(self, key: str, body: dict[str, Any], *, create_only: bool = False) -> str | None:
-        """Write a JSON document and return its ETag; with ``create_only``, None when it already exists."""
-        extra = {"IfNoneMatch": "*"} if create_only else {}
+    def put_document(self, key: str, body: dict[str, Any], *, if_match: str | None = None) -> str | None:
+        """Write a JSON document and return its ETag; with ``if_match``, None when it changed since."""
+        extra = {"IfMatch": if_match} if if_match else {}
         try:
             response = self._s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=json.dumps(body, separators=(",", ":")).encode(),
-                ContentType="application/json",
-                **extra,
+                Bucket=self.bucket, Key=key, Body=dumps(body).encode(), ContentType="application/json", **extra
             )
         except ClientError as error:
-            if create_only and error.response["Error"]["Code"] in _CONFLICT_CODES:
+            if if_match and (faults.is_conflict(error) or faults.is_not_found(error)):
                 return None
             raise
+        return str(response["ETag"])
+
+    def create(self, key: str, body: dict[str, Any]) -> str | None:
+        """Create a JSON document and return its ETag; None when another writer's is there.
+
+        A lost response is not a failed request: botocore retries a PUT whose
+        answer timed out, and the retry of an ``If-None-Match: *`` write that had
+        landed answers 412. So on 412 the object is read back, and if it is
+        byte for byte what this call wrote (every body we create carries a time
+        and an id of its own), it is this call's write, and its ETag is returned.
+        """
+        data = dumps(body).encode()
+        try:
+            response = self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", IfNoneMatch="*"
+            )
+        except ClientError as error:
+            if not faults.is_conflict(error):
+                raise
+            found = self._get(key)
+            return found[1] if found is not None and found[0] == data else None
         return str(response["ETag"])
 
     def get_document(self, key: str) -> tuple[dict[str, Any], str] | None:
@@ -317,8 +449,8 @@ class TokenStore:
     def claim(self, token_key: str, owner: str, now: datetime | None = None) -> str | None:
         """Claim a held task for this resumer; None when another resumer holds it."""
         key = self.claim_key(token_key)
-        body = {"owner": owner, "claimedAt": iso_timestamp(now or datetime.now(UTC))}
-        return key if self.put_document(key, body, create_only=True) else None
+        body = {"owner": owner, "claimedAt": iso_timestamp(now or datetime.now(UTC)), "id": uuid.uuid4().hex}
+        return key if self.create(key, body) else None
 
     def stale_claims(self, older_than: datetime) -> Iterator[tuple[str, str]]:
         """(key, ETag) of claims last written before ``older_than``."""
@@ -326,17 +458,18 @@ class TokenStore:
             if modified < older_than:
                 yield key, etag
 
-    def lease(self, machine_name: str, owner: str, seconds: float) -> tuple[str, str] | None:
+    def lease(self, machine: StateMachineArn, owner: str, seconds: float) -> tuple[str, str] | None:
         """Take the machine's drain lease for ``seconds``; None while another holder's is live.
 
         A lease whose holder died is taken over once it has expired: deleted with
-        If-Match (so two takers cannot both delete it) and created anew.
+        If-Match (so two takers cannot both delete it) and created anew. Leases are
+        per machine, not per folder: a namesake's drain does not hold this one up.
         """
-        key = self.control_key("leases", f"{machine_name}.json")
+        key = self.control_key("leases", *_machine_path(machine)) + ".json"
         now = datetime.now(UTC)
-        body = {"owner": owner, "expiresAt": iso_timestamp(now + timedelta(seconds=seconds))}
+        body = {"owner": owner, "expiresAt": iso_timestamp(now + timedelta(seconds=seconds)), "id": uuid.uuid4().hex}
         for _ in range(2):
-            etag = self.put_document(key, body, create_only=True)
+            etag = self.create(key, body)
             if etag:
                 return key, etag
             current = self.get_document(key)
@@ -352,27 +485,44 @@ class TokenStore:
         with contextlib.suppress(ClientError, BotoCoreError):  # else it expires by itself
             self.delete_if_unchanged(key, etag)
 
-    def quarantined(self, machine_name: str) -> Iterator[str]:
+    def quarantined(self, machine: StateMachineArn) -> Iterator[str]:
         """Keys of the machine's quarantined tasks."""
-        for key, _, _ in self.list_documents(self.control_key("quarantine", machine_name, "")):
+        for key, _, _ in self.list_documents(self.quarantine_folder(machine)):
             yield key
 
-    def quarantine(self, key: str, reason: str, machine_name: str) -> str:
-        """Move a held task we can no longer act on aside, with the reason, for operators."""
-        name = key.rsplit("/", 1)[-1]
-        target = self.control_key("quarantine", machine_name, name)
-        original = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+    def quarantine_folder(self, machine: StateMachineArn) -> str:
+        return self.control_key("quarantine", *_machine_path(machine), "")
+
+    def quarantine(self, key: str, reason: str, machine: StateMachineArn) -> str:
+        """Move a held task we can no longer act on aside, with the reason, for operators.
+
+        The record is written before the task is deleted, so a failure between
+        the two leaves the task held, never lost.
+        """
+        target = self.quarantine_folder(machine) + key.rsplit("/", 1)[-1]
+        found = self._get(key)
+        if found is None:
+            return target
+        original = found[0].decode("utf-8", errors="replace")
         record = {
             "reason": reason,
             "quarantinedAt": iso_timestamp(datetime.now(UTC)),
             "originalKey": key,
-            "original": original.decode("utf-8", errors="replace"),
+            "original": original,
         }
-        self._s3.put_object(
-            Bucket=self.bucket,
-            Key=target,
-            Body=json.dumps(record).encode(),
-            ContentType="application/json",
-        )
-        self.delete(key)
+        self.put_document(target, record)
+        self.delete_many([key, *self.index_keys_of(original)])
         return target
+
+    def index_keys_of(self, body: str) -> list[str]:
+        """The token index entry of a held task's body, to delete with it (none for an unreadable body)."""
+        try:
+            token = json.loads(body).get("taskToken")
+        except (ValueError, AttributeError):
+            return []
+        return [self.token_index_key(token)] if isinstance(token, str) and token else []
+
+
+def _machine_path(machine: StateMachineArn) -> tuple[str, str, str, str]:
+    """Bookkeeping is kept per machine (partition, account, region, name), never per name alone."""
+    return machine.partition, machine.account, machine.region, machine.name

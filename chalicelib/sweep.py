@@ -35,7 +35,6 @@ from chalicelib.fleet import Fleet, MachineError, known_machines
 from chalicelib.logs import DecisionLog
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
-from chalicelib.resumer import DEAD_TOKEN_ERRORS
 from chalicelib.store import TokenStore, UnreadableHeldTask, iso_timestamp
 
 # ListTagsForResource refills at 1/s: refresh at most this many mirrors a run,
@@ -146,7 +145,7 @@ class Sweeper:
             beats, expired = self._send_heartbeats(machine, deadline)
             report.heartbeats += beats
             report.expired += expired
-        held = list(self._store.held(machine.name))
+        held = list(self._store.held(machine))
         oldest = min((item.paused_at for item in held), default=None)
         self._metrics.emit(
             machine.name,
@@ -211,14 +210,15 @@ class Sweeper:
                 task = self._store.load(key)
                 if task is None:
                     return "gone"
+                if not task.belongs_to(machine):
+                    return "namesake's"  # its own machine's sweep keeps it alive, in its region
                 sfn.send_task_heartbeat(taskToken=task.task_token)
             except UnreadableHeldTask:
                 return "unreadable"
             except ClientError as error:
-                code = error.response["Error"]["Code"]
-                if code in DEAD_TOKEN_ERRORS:
-                    self._store.quarantine(key, code, machine.name)
-                    self._log.decision("expired", logging.WARNING, key=key, error=code)
+                if faults.is_dead_token(error):
+                    self._store.quarantine(key, faults.error_code(error), machine)
+                    self._log.decision("expired", logging.WARNING, key=key, error=faults.error_code(error))
                     return "expired"
                 return "failed"
             except BotoCoreError:
@@ -226,7 +226,7 @@ class Sweeper:
             return "beat"
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            outcomes = list(pool.map(beat, [item.key for item in self._store.held(machine.name)]))
+            outcomes = list(pool.map(beat, [item.key for item in self._store.held(machine)]))
         return outcomes.count("beat"), outcomes.count("expired")
 
     def _clear_stale_claims(self) -> int:

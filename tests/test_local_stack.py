@@ -131,9 +131,9 @@ def test_the_demo_holds_an_execution_resumes_it_and_never_prints_its_token():
     assert saved, output
     key_id = uuid.UUID(saved[2])
     # Under moto a task token is a UUID4, and the only UUID the demo may print is the key's
-    # own (a UUIDv7): a token anywhere in the output, the demo's or the services' logs, fails here.
+    # own (a UUIDv8): a token anywhere in the output, the demo's or the services' logs, fails here.
     assert {uuid.UUID(found) for found in UUID.findall(output)} == {key_id}, output
-    assert key_id.version == 7
+    assert key_id.version == 8
     assert "taskToken" not in output
     assert re.search(r"token\s+sha256:[0-9a-f]{12}", output)
 

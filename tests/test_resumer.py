@@ -238,7 +238,7 @@ def test_a_token_aws_calls_dead_is_counted_expired_and_moved_to_quarantine_with_
     assert held_keys(store) == []
     # Kept for operators, out of the token folder, with why and what it was.
     [(target, record)] = quarantined(s3).items()
-    assert target == QUARANTINE + "Orders/" + key.rsplit("/", 1)[-1]
+    assert target == QUARANTINE + f"aws/{ACCOUNT}/{REGION}/Orders/" + key.rsplit("/", 1)[-1]
     assert record["reason"] == code
     assert record["originalKey"] == key
     assert json.loads(record["original"])["taskToken"] == "dead-token"
@@ -426,9 +426,9 @@ class FlakyStore(TokenStore):
         failing = [key for key in keys if key in self._keys]
         return failing + super().delete_many([key for key in keys if key not in self._keys])
 
-    def quarantine(self, key, reason, machine_name):
+    def quarantine(self, key, reason, machine):
         self._maybe_fail("quarantine", key)
-        return super().quarantine(key, reason, machine_name)
+        return super().quarantine(key, reason, machine)
 
 
 def test_an_s3_error_reading_a_task_keeps_it(store, sfn):
@@ -517,7 +517,7 @@ def test_leaves_no_claim_behind_whatever_the_outcome(store, sfn, s3):
 
 def test_an_exclusive_resume_leaves_the_machine_to_the_resumer_already_draining_it(store, sfn):
     key = hold(store, "waiting")
-    assert store.lease("Orders", owner="another-resumer", seconds=60) is not None
+    assert store.lease(ORDERS, owner="another-resumer", seconds=60) is not None
 
     report = resume(store, sfn, exclusive=True)
 

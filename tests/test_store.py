@@ -12,11 +12,12 @@ from moto import mock_aws
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.config import Settings
 from chalicelib.events import parse_checkpoint_event
-from chalicelib.store import TokenStore, UnreadableHeldTask, paused_at_of
+from chalicelib.store import TokenStore, UnreadableHeldTask, machine_tag, machine_tag_of, paused_at_of
 from tests.conftest import BUCKET
 from tests.harness import REGION
 
 ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:Orders"
+ORDERS = parse_state_machine_arn(ARN)
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:Orders:run-1"
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -70,14 +71,16 @@ def test_saves_a_held_task_as_prefix_name_uuid_json(s3, prefix, folder):
     assert body_of(s3, key)["taskToken"] == "token-1"
 
 
-def test_the_key_is_a_version_7_uuid_carrying_the_pause_time(s3):
+def test_the_key_is_a_version_8_uuid_carrying_the_pause_time_and_the_machine(s3):
     key = make_store(s3).save(event(), now=NOON)
 
     token_id = uuid.UUID(key.rsplit("/", 1)[-1].removesuffix(".json"))
-    assert token_id.version == 7
+    # RFC 9562's custom layout: UUIDv7's time bits, then a tag naming the machine.
+    assert token_id.version == 8
     assert token_id.variant == uuid.RFC_4122
     # So a listing, sorted by key, is in pause order.
     assert paused_at_of(str(token_id)) == NOON
+    assert machine_tag_of(str(token_id)) == machine_tag(parse_state_machine_arn(ARN))
 
 
 def test_a_version_or_alias_arn_saves_into_the_machine_folder(s3):
@@ -118,7 +121,7 @@ def test_input_is_saved_only_when_the_event_has_one(s3):
     store = make_store(s3)
 
     without = body_of(s3, store.save(event()))
-    with_null = body_of(s3, store.save(event(input=None)))
+    with_null = body_of(s3, store.save(event(token="token-2", input=None)))
 
     assert "input" not in without
     assert "executionArn" not in without
@@ -270,9 +273,9 @@ def test_quarantine_moves_a_task_out_of_the_token_folder_with_the_reason(s3, pre
     key = store.save(event(executionArn=EXECUTION))
     name = key.rsplit("/", 1)[-1]
 
-    target = store.quarantine(key, "TaskTimedOut", "Orders")
+    target = store.quarantine(key, "TaskTimedOut", ORDERS)
 
-    assert target == f"{control}quarantine/Orders/{name}"
+    assert target == f"{control}quarantine/aws/123456789012/us-east-1/Orders/{name}"
     record = body_of(s3, target)
     assert record["reason"] == "TaskTimedOut"
     assert record["originalKey"] == key
@@ -285,7 +288,8 @@ def test_quarantine_moves_a_task_out_of_the_token_folder_with_the_reason(s3, pre
 def test_the_control_folder_is_not_listed_as_a_state_machine(s3):
     store = make_store(s3)
     store.save(event())
-    store.quarantine(store.save(event(arn=ARN.replace("Orders", "Billing"))), "InvalidToken", "Billing")
+    billing = parse_state_machine_arn(ARN.replace("Orders", "Billing"))
+    store.quarantine(store.save(event(token="token-2", arn=str(billing))), "InvalidToken", billing)
 
     assert sorted(store.machines()) == ["Orders"]
 
@@ -315,10 +319,10 @@ def test_a_held_task_can_be_claimed_by_one_resumer_only(s3):
 def test_a_drain_lease_is_exclusive_until_given_back(s3):
     store = make_store(s3)
 
-    first = store.lease("Orders", owner="resumer-a", seconds=60)
-    while_held = store.lease("Orders", owner="resumer-b", seconds=60)
+    first = store.lease(ORDERS, owner="resumer-a", seconds=60)
+    while_held = store.lease(ORDERS, owner="resumer-b", seconds=60)
     store.release_lease(first)
-    after_release = store.lease("Orders", owner="resumer-b", seconds=60)
+    after_release = store.lease(ORDERS, owner="resumer-b", seconds=60)
 
     assert first is not None
     assert while_held is None
@@ -327,21 +331,24 @@ def test_a_drain_lease_is_exclusive_until_given_back(s3):
 
 def test_a_lease_whose_holder_died_is_taken_over_once_it_has_expired(s3):
     store = make_store(s3)
-    assert store.lease("Orders", owner="crashed", seconds=-1) is not None
+    assert store.lease(ORDERS, owner="crashed", seconds=-1) is not None
 
-    assert store.lease("Orders", owner="resumer-b", seconds=60) is not None
+    assert store.lease(ORDERS, owner="resumer-b", seconds=60) is not None
 
 
 def test_leases_are_per_machine(s3):
     store = make_store(s3)
 
-    assert store.lease("Orders", owner="a", seconds=60) is not None
-    assert store.lease("Billing", owner="b", seconds=60) is not None
+    assert store.lease(ORDERS, owner="a", seconds=60) is not None
+    assert store.lease(parse_state_machine_arn(ARN.replace("Orders", "Billing")), owner="b", seconds=60) is not None
 
 
 def test_lists_what_a_machine_has_in_quarantine(s3):
     store = make_store(s3)
-    target = store.quarantine(store.save(event()), "InvalidToken", "Orders")
-    store.quarantine(store.save(event(arn=ARN.replace("Orders", "Orders-2"))), "InvalidToken", "Orders-2")
+    target = store.quarantine(store.save(event()), "InvalidToken", ORDERS)
+    other = parse_state_machine_arn(ARN.replace("Orders", "Orders-2"))
+    store.quarantine(store.save(event(token="token-2", arn=str(other))), "InvalidToken", other)
+    namesake = parse_state_machine_arn(ARN.replace("us-east-1", "eu-west-1"))
+    store.quarantine(store.save(event(token="token-3", arn=str(namesake))), "InvalidToken", namesake)
 
-    assert list(store.quarantined("Orders")) == [target]
+    assert list(store.quarantined(ORDERS)) == [target]

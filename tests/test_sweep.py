@@ -228,7 +228,7 @@ def test_a_held_task_whose_heartbeat_times_out_is_quarantined_and_no_longer_held
 
     assert (report.heartbeats, report.expired) == (1, 1)
     assert held_keys(services) == [alive]
-    quarantined = f"{CONTROL}quarantine/Orders/{dead.rsplit('/', 1)[-1]}"
+    quarantined = f"{CONTROL}quarantine/aws/{ACCOUNT}/{REGION}/Orders/{dead.rsplit('/', 1)[-1]}"
     record = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=quarantined)["Body"].read())
     assert record["reason"] == "TaskTimedOut"
     assert json.loads(record["original"])["taskToken"] == "token-dead"
@@ -339,7 +339,7 @@ def test_refreshes_at_most_max_tag_reads_mirrors_a_run_least_recently_refreshed_
     services = build()
     arns = [create_machine(aws, name=f"Machine{n}") for n in range(5)]
     for age, arn in zip([50, 40, 30, 20, 10], arns, strict=True):
-        services.flag.record(parse_state_machine_arn(arn), MaintenanceState(on=False), source="api")
+        services.flag.record(parse_state_machine_arn(arn), MaintenanceState(on=False), source="tags")
         backdate(mirror_key(arn.rsplit(":", 1)[-1]), minutes=age)
     tag_reads = []
     services.clients.sfn(REGION).meta.events.register(
@@ -495,9 +495,9 @@ def test_deleted_machines_are_drained_and_forgotten_so_a_live_machine_lifted_by_
     assert first.refreshed + second.refreshed + len(first.deleted) + len(second.deleted) == 61
     assert sorted(first.deleted + second.deleted) == deleted
     # A deleted machine's tokens are dead: AWS refuses them, and they are kept aside, not lost.
-    for key in orphans:
+    for key, arn in zip(orphans, deleted, strict=False):
         assert not exists(aws, key)
-        assert exists(aws, f"{CONTROL}quarantine/{key[len(PREFIX) :]}")
+        assert len(list(services.store.quarantined(parse_state_machine_arn(arn)))) == 1
     assert not any(exists(aws, mirror_key(arn.rsplit(":", 1)[-1])) for arn in deleted)
     third = services.sweeper.sweep(Deadline(30))
     assert (third.machines, third.deleted, third.errors) == (1, [], [])
