@@ -10,7 +10,7 @@ from chalicelib.config import Settings
 from chalicelib.continuation import Drainer
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.fleet import Fleet
-from chalicelib.logs import DecisionLog
+from chalicelib.logs import DecisionLog, keep_sdk_loggers_above_debug
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
 from chalicelib.pauser import Pauser
@@ -33,6 +33,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, logger: logging.Logger, clients: AwsClients | None = None) -> "Services":
+        keep_sdk_loggers_above_debug()
         clients = clients or AwsClients(
             max_pool_connections=settings.resume_concurrency,
             send_rate_cap=settings.resume_rate_limit,

@@ -352,3 +352,115 @@ def test_lists_what_a_machine_has_in_quarantine(s3):
     store.quarantine(store.save(event(token="token-3", arn=str(namesake))), "InvalidToken", namesake)
 
     assert list(store.quarantined(ORDERS)) == [target]
+
+
+# -- a lost response is not a failed request (botocore retries; the retry meets our own write)
+
+
+class LostResponses:
+    """The s3 client's PutObject lands, but its answer is lost: botocore sends it again,
+    and that answer (412 for a conditional write that had landed) is what the caller sees."""
+
+    def __init__(self, s3, monkeypatch, matching):
+        self.lost = 0
+        original = s3._make_api_call
+
+        def make_api_call(operation, params):
+            if operation == "PutObject" and matching(params["Key"]):
+                self.lost += 1
+                original(operation, params)
+            return original(operation, params)
+
+        monkeypatch.setattr(s3, "_make_api_call", make_api_call)
+
+
+@pytest.mark.parametrize("lost", ["index", "task", "both"])
+def test_a_hold_whose_write_answer_was_lost_is_recognised_as_its_own(s3, monkeypatch, lost):
+    store = make_store(s3)
+    matching = {
+        "index": lambda key: "/_sfn-pauser/tokens/" in key,
+        "task": lambda key: key.startswith("tokens/Orders/"),
+        "both": lambda key: True,
+    }[lost]
+    faults = LostResponses(s3, monkeypatch, matching)
+
+    saved = store.save_once(event())
+
+    assert faults.lost >= 1
+    assert saved.first is True
+    assert [item.key for item in store.held(ORDERS)] == [saved.key]
+    assert body_of(s3, saved.key)["taskToken"] == "token-1"
+
+
+def test_a_claim_whose_answer_was_lost_is_this_resumers_claim(s3, monkeypatch):
+    store = make_store(s3)
+    key = store.save(event())
+    faults = LostResponses(s3, monkeypatch, lambda key: "/claims/" in key)
+
+    claimed = store.claim(key, owner="resumer-a")
+
+    assert faults.lost == 1
+    assert claimed == store.claim_key(key)
+    assert store.claim(key, owner="resumer-b") is None  # still exclusive
+
+
+def test_a_lease_whose_answer_was_lost_is_this_resumers_lease(s3, monkeypatch):
+    store = make_store(s3)
+    faults = LostResponses(s3, monkeypatch, lambda key: "/leases/" in key)
+
+    lease = store.lease(ORDERS, owner="resumer-a", seconds=60)
+
+    assert faults.lost == 1
+    assert lease is not None
+    assert store.lease(ORDERS, owner="resumer-b", seconds=60) is None
+
+
+def test_another_writers_document_is_never_taken_for_ours(s3):
+    store = make_store(s3)
+    key = store.control_key("claims", "Orders", "x.json")
+
+    assert store.create(key, {"owner": "a", "id": "1"}) is not None
+    assert store.create(key, {"owner": "b", "id": "2"}) is None
+
+
+def test_a_second_delivery_of_a_token_returns_the_first_key(s3):
+    store = make_store(s3)
+
+    first = store.save_once(event(executionArn=EXECUTION), now=NOON)
+    again = store.save_once(event(executionArn=EXECUTION), now=NOON + timedelta(seconds=90))
+
+    assert (first.first, again.first) == (True, False)
+    assert again.key == first.key
+    assert [item.key for item in store.held(ORDERS)] == [first.key]
+
+
+def test_a_delivery_that_died_between_the_index_and_the_task_is_finished_by_the_next(s3):
+    store = make_store(s3)
+    saved = store.save_once(event())
+    s3.delete_object(Bucket=BUCKET, Key=saved.key)  # as if the first delivery had died before writing it
+
+    again = store.save_once(event())
+
+    assert again.key == saved.key
+    assert body_of(s3, again.key)["taskToken"] == "token-1"
+
+
+def test_namesakes_in_two_regions_list_and_count_only_their_own(s3):
+    store = make_store(s3)
+    west = parse_state_machine_arn(ARN.replace("us-east-1", "eu-west-1"))
+    east_key = store.save(event(token="east"))
+    west_key = store.save(event(token="west", arn=str(west)))
+
+    assert [item.key for item in store.held(ORDERS)] == [east_key]
+    assert [item.key for item in store.held(west)] == [west_key]
+    assert sorted(item.key for item in store.held("Orders")) == sorted([east_key, west_key])
+    assert [item.key for item in store.held_page(west, 10, None)[0]] == [west_key]
+
+
+def test_quarantine_removes_the_token_index_with_the_task(s3):
+    store = make_store(s3)
+    key = store.save(event())
+
+    store.quarantine(key, "TaskTimedOut", ORDERS)
+
+    assert store.save_once(event()).first is True  # the index no longer points at a moved task
