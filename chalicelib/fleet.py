@@ -6,6 +6,7 @@ is reported for that machine (a log line, a metric, its own entry in the answer)
 and never stops the work for the others.
 """
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from chalicelib.errors import InvalidArn, about_state_machine, as_http_error
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.logs import DecisionLog
 from chalicelib.metrics import Metrics
-from chalicelib.store import TokenStore, UnreadableHeldTask
+from chalicelib.store import TokenStore, UnreadableHeldTask, machine_tag, machine_tag_of
 
 T = TypeVar("T")
+# How many of a folder's oldest keys are looked at to find the machines holding tokens in it.
+FOLDER_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -95,40 +98,69 @@ class KnownMachines:
 
 
 def known_machines(flag: MaintenanceFlag, store: TokenStore, home: AccountRegion | None = None) -> KnownMachines:
-    """The machines with a flag mirror, and those with a token folder.
+    """The machines with a flag mirror, and every machine holding tokens in a folder.
 
-    A token folder names only the machine; its ARN comes from a held token
-    (new tokens record it), or else from ``home`` (the seed's tokens recorded
-    none, and the seed only ever worked in its own account and region). A folder
-    whose name no state machine may have is never made into an ARN.
+    A token folder names only the machine, and namesakes in other regions or
+    accounts share it. Its machines are told apart by the tag in each key; the
+    ARN of a tag no mirror accounts for comes from one of its held tokens (new
+    tokens record it). The seed's tokens carry neither: their folder is placed
+    in ``home`` (the seed only ever worked in its own account and region). A
+    folder whose name no state machine may have is never made into an ARN.
+    Only the first page of each folder is looked at: one machine's tokens sit
+    together in time, and a machine that holds tokens has a mirror besides.
     """
     known = KnownMachines(dict(flag.mirrored()))
-    known_names = {machine.name for machine in known.machines}
+    mirrored_tags: dict[str, set[int]] = {}
+    for machine in known.machines:
+        mirrored_tags.setdefault(machine.name, set()).add(machine_tag(machine))
     for name in store.machines():
-        if name in known_names:
-            continue
         try:
-            machine = _machine_of_folder(store, name, home)
+            found = _machines_of_folder(store, name, home, mirrored_tags.get(name, set()))
         except InvalidArn:
             known.strays.append(name)
             continue
-        if machine is not None:
+        for machine in found:
             known.machines.setdefault(machine, None)
     return known
 
 
-def _machine_of_folder(store: TokenStore, name: str, home: AccountRegion | None) -> StateMachineArn | None:
+def _machines_of_folder(
+    store: TokenStore, name: str, home: AccountRegion | None, mirrored: set[int]
+) -> list[StateMachineArn]:
+    """The machines whose tokens are in a folder and that no mirror accounts for."""
+    if home is not None:
+        parse_state_machine_arn(home.machine(name).unqualified)  # the folder's name must be a machine's
     try:
-        first = next(store.held(name), None)
-        task = store.load(first.key) if first else None
-    except (UnreadableHeldTask, *faults.AWS_ERRORS):
+        first_page = list(itertools.islice(store.held(name), FOLDER_SAMPLE))
+    except faults.AWS_ERRORS:
         # One folder S3 will not show (a prefix-scoped deny, a KMS key) is placed as
         # the seed's are; the work on that machine then meets the error as its own.
+        first_page = []
+    first_of_tag: dict[int | None, str] = {}
+    for item in first_page:
+        first_of_tag.setdefault(machine_tag_of(item.key.rsplit("/", 1)[-1].removesuffix(".json")), item.key)
+    if not first_page and not mirrored:
+        first_of_tag[None] = ""
+    machines = []
+    for tag, key in first_of_tag.items():
+        if tag is not None and tag in mirrored:
+            continue
+        if tag is None and mirrored:
+            continue  # a namesake's mirror already names this folder; the seed's tokens go with it
+        machine = _machine_of(store, key, name, home)
+        if machine is not None:
+            machines.append(machine)
+    return machines
+
+
+def _machine_of(store: TokenStore, key: str, name: str, home: AccountRegion | None) -> StateMachineArn | None:
+    try:
+        task = store.load(key) if key else None
+    except (UnreadableHeldTask, *faults.AWS_ERRORS):
         task = None
     if task is not None and task.state_machine_arn:
         try:
             return parse_state_machine_arn(task.state_machine_arn)
         except InvalidArn:
             pass
-    # Parsing the ARN checks the folder's name against the rules for a state machine name.
     return parse_state_machine_arn(home.machine(name).unqualified) if home else None

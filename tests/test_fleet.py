@@ -181,3 +181,20 @@ def test_a_folder_whose_tokens_s3_will_not_show_does_not_stop_the_others_being_k
     known = known_machines(services.flag, services.store, HOME)
 
     assert sorted(str(machine) for machine in known.machines) == [orders, secret]
+
+
+def test_every_machine_holding_tokens_in_a_shared_folder_is_known_with_or_without_a_mirror(aws, bucket):
+    # Orders in us-east-1 has a mirror; its namesakes in eu-west-1 and in another
+    # account hold tokens in the same folder without one (as with MaintenanceCacheSeconds=0
+    # before they were first seen, or tokens saved by an earlier version).
+    services = build()
+    east = parse_state_machine_arn(create_machine(aws, "Orders"))
+    west = parse_state_machine_arn(str(east).replace(REGION, "eu-west-1"))
+    other = parse_state_machine_arn(str(east).replace(ACCOUNT, "210987654321"))
+    services.flag.refresh(east)
+    for n, machine in enumerate([east, west, other, west]):
+        services.store.save(parse_checkpoint_event({"taskToken": f"token-{n}", "stateMachineArn": str(machine)}))
+
+    known = known_machines(services.flag, services.store, HOME)
+
+    assert set(known.machines) == {east, west, other}
