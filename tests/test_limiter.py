@@ -4,6 +4,10 @@ The rules are checked without real time: the clock moves only when a test moves 
 or when the limiter asks to sleep, so every number is exact and the file is fast.
 """
 
+import heapq
+import itertools
+import threading
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -21,8 +25,10 @@ from tests.harness import REGION
 
 BACKOFF = AimdLimiter.BACKOFF
 HEADROOM = AimdLimiter.HEADROOM
-GROWTH = AimdLimiter.GROWTH
 COOLDOWN = AimdLimiter.COOLDOWN
+RECOVERY = AimdLimiter.RECOVERY
+QUIET = AimdLimiter.QUIET
+WINDOW = AimdLimiter.WINDOW
 
 
 class FakeTime:
@@ -93,12 +99,12 @@ def test_a_throttle_drops_the_rate_to_backoff_times_what_the_quota_let_through()
     # last second: backing off from 150 would keep hammering the bucket.
     fake = FakeTime()
     limiter = limiter_on(fake, initial_rate=100)
-    succeed(limiter, fake, 50)
+    succeed(limiter, fake, 50, spacing=0.02)
     assert limiter.rate == pytest.approx(150)
 
     limiter.on_throttle()
 
-    assert limiter.rate == pytest.approx(BACKOFF * HEADROOM * 50)
+    assert limiter.rate == pytest.approx(BACKOFF * HEADROOM * 50, rel=0.05)
     assert limiter.throttles == 1
 
 
@@ -118,7 +124,7 @@ def test_only_successes_of_the_last_second_count_as_what_got_through():
     limiter = limiter_on(fake, initial_rate=100)
     succeed(limiter, fake, 80)  # long ago
     fake.advance(5.0)
-    succeed(limiter, fake, 20)
+    succeed(limiter, fake, 20, spacing=0.05)  # too slow for the short window: the second counts
 
     limiter.on_throttle()
 
@@ -158,24 +164,154 @@ def test_a_second_throttle_within_the_cooldown_is_counted_but_does_not_decrease_
     assert limiter.throttles == 3
 
 
-def test_after_a_throttle_the_rate_grows_additively_by_growth_times_the_rate_at_throttle_per_second():
+def test_after_a_throttle_the_rate_climbs_back_linearly_to_its_basis_within_recovery_and_holds():
     fake = FakeTime()
     limiter = limiter_on(fake, initial_rate=100)
-    succeed(limiter, fake, 50)
+    succeed(limiter, fake, 50, spacing=0.02)
     limiter.on_throttle()
-    at_throttle = HEADROOM * 50
+    basis = HEADROOM * 50
     start = limiter.rate
-    assert start == pytest.approx(BACKOFF * at_throttle)
+    assert start == pytest.approx(BACKOFF * basis, rel=0.05)
+
+    send_for(limiter, fake, RECOVERY / 2)
+    halfway = limiter.rate
+    send_for(limiter, fake, RECOVERY / 2 + 0.05)
+    back = limiter.rate
+    send_for(limiter, fake, (QUIET - RECOVERY) * 0.8)
+
+    assert halfway == pytest.approx((start + basis) / 2, rel=0.05)
+    assert back == pytest.approx(basis, rel=0.05)
+    assert limiter.rate == back  # held, not pushed past the quota
+
+
+def test_after_a_quiet_spell_without_throttles_the_rate_probes_upwards_multiplicatively():
+    # A quota that was raised is found in seconds: the probe more than doubles the rate
+    # per second once it is under way, instead of adding 10% of the old rate per second.
+    fake = FakeTime()
+    limiter = limiter_on(fake, initial_rate=100)
+    succeed(limiter, fake, 50, spacing=0.02)
+    limiter.on_throttle()
+    send_for(limiter, fake, QUIET)
+    at_probe = limiter.rate
 
     send_for(limiter, fake, 1.0)
-    after_one_second = limiter.rate
+    after_one = limiter.rate
     send_for(limiter, fake, 1.0)
-    after_two_seconds = limiter.rate
 
-    # Linear, not compounding: the same step in each second.
-    step = GROWTH * at_throttle
-    assert after_one_second - start == pytest.approx(step, rel=0.05)
-    assert after_two_seconds - after_one_second == pytest.approx(step, rel=0.05)
+    assert at_probe == pytest.approx(HEADROOM * 50, rel=0.05)
+    assert after_one > at_probe * 1.2  # gently at first
+    assert limiter.rate > after_one * 2  # then as fast as slow start
+
+
+def test_a_throttle_right_after_a_burst_backs_off_from_the_last_fraction_of_a_second():
+    # A burst bucket lets 1,000/s through until it runs dry, then only its 300/s refill:
+    # the throttle comes then, and the basis is the refill, not the second's average.
+    fake = FakeTime()
+    limiter = limiter_on(fake, initial_rate=1000, max_rate=1000)
+    succeed(limiter, fake, 700, spacing=0.001)
+    succeed(limiter, fake, 90, spacing=1 / 300)
+
+    limiter.on_throttle()
+
+    assert limiter.rate == pytest.approx(BACKOFF * HEADROOM * 300, rel=0.05)
+
+
+def test_waiting_for_slots_is_counted_per_thread():
+    fake = FakeTime()
+    limiter = limiter_on(fake, initial_rate=10, max_rate=10)
+    limiter.acquire()
+    limiter.acquire()
+    other = []
+    thread = threading.Thread(target=lambda: other.append(limiter.waited()))
+    thread.start()
+    thread.join()
+
+    assert limiter.waited() == pytest.approx(0.1)
+    assert other == [0.0]
+
+
+class Bucket:
+    """SendTask*'s quota: ``burst`` calls at once, refilled at the rate of the current phase."""
+
+    def __init__(self, burst, phases):
+        self.burst, self.phases = burst, phases
+        self.tokens, self.last = float(burst), 0.0
+
+    def quota(self, at):
+        elapsed = 0.0
+        for seconds, rate in self.phases:
+            elapsed += seconds
+            if at < elapsed:
+                return rate
+        return self.phases[-1][1]
+
+    def take(self, at):
+        self.tokens = min(self.burst, self.tokens + (at - self.last) * self.quota(at))
+        self.last = at
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def simulate(phases, burst, senders=64, latency=0.02):
+    """``senders`` threads sending through the limiter into a bucket, on a fake clock,
+    each answer arriving ``latency`` after its call; the times of the calls let through
+    and of the calls throttled."""
+    fake = FakeTime(start=0.0, sleeping_moves_time=False)
+    limiter = limiter_on(fake)
+    bucket = Bucket(burst, phases)
+    order = itertools.count()
+    events = [(0.0, next(order), "acquire", None) for _ in range(senders)]
+    passed, throttled = [], []
+    end = sum(seconds for seconds, _ in phases)
+    while events:
+        at, _, kind, answer = heapq.heappop(events)
+        if at >= end:
+            break
+        fake.now = at
+        if kind == "acquire":
+            fake.sleeps.clear()
+            limiter.acquire()
+            heapq.heappush(events, (at + sum(fake.sleeps), next(order), "call", None))
+        elif kind == "call":
+            heapq.heappush(events, (at + latency, next(order), "answer", bucket.take(at)))
+        else:
+            if answer:
+                limiter.on_success()
+                passed.append(at)
+            else:
+                limiter.on_throttle()
+                throttled.append(at)
+            heapq.heappush(events, (at, next(order), "acquire", None))
+    return passed, throttled
+
+
+def per_second(passed, start, seconds):
+    return [sum(1 for at in passed if start + s <= at < start + s + 1) for s in range(seconds)]
+
+
+@pytest.mark.parametrize(("quota", "burst"), [(300, 1500), (500, 3000)])
+def test_a_steady_quota_is_used_in_full_after_the_burst_with_few_calls_throttled(quota, burst):
+    passed, throttled = simulate([(60, quota)], burst)
+
+    after_burst = per_second(passed, 10, 50)
+    assert sum(after_burst) >= 0.95 * quota * 50
+    assert len(throttled) <= 0.05 * (len(passed) + len(throttled))
+
+
+def test_a_changing_quota_is_followed_within_five_seconds_each_way():
+    phases = [(30, 300), (30, 100), (30, 500)]
+    passed, throttled = simulate(phases, 1500)
+
+    down = per_second(passed, 30, 30)
+    up = per_second(passed, 60, 30)
+    assert 0.9 * 100 * 25 <= sum(down[5:]) <= 1.1 * 100 * 25
+    assert min(up[5:]) >= 0.9 * 500
+    assert sum(up[5:]) >= 0.95 * 500 * 25
+    # Most throttles come when the first burst runs dry; past it, probes cost few.
+    later = [at for at in throttled if at >= 10]
+    assert len(later) <= 0.05 * sum(1 for at in passed if at >= 10)
 
 
 def test_the_cap_holds_from_the_start_through_slow_start():
