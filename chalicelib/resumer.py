@@ -9,6 +9,9 @@ The rules that matter:
   quarantine with the reason). Any other error (throttling after retries, 5xx,
   timeouts, access denied) releases the claim and leaves it held.
 - Work stops starting when the deadline passes; what is left is ``remaining``.
+- As many tokens are in flight as the send rate needs (:mod:`chalicelib.concurrency`),
+  up to ``ResumeConcurrency``; a send throttled past botocore's retries keeps its
+  claim and its turn and is sent again in the same pass, at the limiter's pace.
 """
 
 import itertools
@@ -27,7 +30,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import faults
 from chalicelib.arns import StateMachineArn
 from chalicelib.clients import AwsClients
+from chalicelib.concurrency import Parallelism
 from chalicelib.deadline import Deadline
+from chalicelib.limiter import AimdLimiter
 from chalicelib.logs import DecisionLog, fingerprint
 from chalicelib.store import MAX_PAYLOAD_BYTES, HeldKey, HeldTask, TokenStore, UnreadableHeldTask, utf8_size
 
@@ -48,6 +53,10 @@ LEASE_MARGIN_SECONDS = 30.0
 # many the count stops (``remainingCapped``), so an API call answers in time.
 REMAINING_COUNT_CAP = 10_000
 MAX_LAMBDA_SECONDS = 900.0
+# The send rate assumed where no limiter paces the client (the limiter's own start).
+UNPACED_RATE = 500.0
+# Machines whose backlog a container remembers seeing, to order its next look (see ``resume``).
+BACKLOG_MEMORY = 1000
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,22 @@ class _Deletions:
             self._log.decision("delete-failed", logging.WARNING, keys=len(failed))
 
 
+@dataclass
+class _Pass:
+    """What every worker of one resume pass shares."""
+
+    deadline: Deadline
+    deletions: _Deletions
+    quota: _Quota
+    parallelism: Parallelism
+    limiter: AimdLimiter | None
+    selected: Callable[[HeldTask], bool] | None
+    abort: Abort | None
+
+    def waited(self) -> float:
+        return self.limiter.waited() if self.limiter is not None else 0.0
+
+
 class Resumer:
     def __init__(
         self,
@@ -174,8 +199,9 @@ class Resumer:
         self._store = store
         self._clients = clients
         self._log = log
-        self._concurrency = concurrency
+        self._concurrency = concurrency  # a cap: the pass finds what it needs below it
         self._owner = uuid.uuid4().hex[:12]
+        self._saw_backlog: dict[str, bool] = {}
 
     def resume(
         self,
@@ -197,8 +223,15 @@ class Resumer:
         the many proceeding invocations of a busy workflow then leave a backlog to
         the one that is already draining it, instead of all racing for each claim.
         """
+        if exclusive and self._saw_backlog.get(machine.unqualified) and self._store.lease_taken(machine):
+            # While a backlog drains, each of the many proceeding invocations would
+            # list a page of 1,000 keys only to find the lease taken: look at the
+            # lease first. A container that last saw the folder empty lists first,
+            # so the common case (nothing held) stays one call.
+            return ResumeReport(remaining=1, complete=False, busy=True)
         held = self._store.held(machine)
         first = next(held, None)
+        self._remember(machine, backlog=first is not None)
         if first is None:
             return ResumeReport()
         held = itertools.chain([first], held)
@@ -217,6 +250,11 @@ class Resumer:
         finally:
             self._store.release_lease(lease)
 
+    def _remember(self, machine: StateMachineArn, *, backlog: bool) -> None:
+        if len(self._saw_backlog) >= BACKLOG_MEMORY:
+            self._saw_backlog.clear()
+        self._saw_backlog[machine.unqualified] = backlog
+
     def resume_key(self, machine: StateMachineArn, key: str, deadline: Deadline) -> ResumeReport:
         """Resume one held task by its key (a handler's own, saved while maintenance was lifted)."""
         held = self._store.held_key(key)
@@ -232,30 +270,39 @@ class Resumer:
         abort: Abort | None,
     ) -> ResumeReport:
         report = ResumeReport()
+        self._clients.sfn(machine.region)  # creates the region's client, and its limiter
         limiter = self._clients.limiters.get(machine.region)
         throttles_before = limiter.throttles if limiter else 0
-        deletions = _Deletions(self._store, self._log)
-        started = 0
-        quota = _Quota(limit)
-        in_flight: set[Future[Outcome]] = set()
         # A limit over chosen executions must take the oldest chosen ones, so those are
         # decided one at a time, in listing order (selective resumes are small).
-        workers = 1 if selected is not None and limit is not None else self._concurrency
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        cap = 1 if selected is not None and limit is not None else self._concurrency
+        run = _Pass(
+            deadline=deadline,
+            deletions=_Deletions(self._store, self._log),
+            quota=_Quota(limit),
+            parallelism=Parallelism(cap, (lambda: limiter.rate) if limiter else (lambda: UNPACED_RATE)),
+            limiter=limiter,
+            selected=selected,
+            abort=abort,
+        )
+        started = 0
+        in_flight: set[Future[Outcome]] = set()
+        # Threads start as the target asks for them, so a small backlog never makes many.
+        with ThreadPoolExecutor(max_workers=cap) as pool:
             for item in held:
-                if deadline.expired() or quota.exhausted:
+                if deadline.expired() or run.quota.exhausted:
                     report.remaining += 1
                     report.complete = False
                     report.out_of_time = deadline.expired()
                     break
                 started += 1
-                in_flight.add(pool.submit(self._resume_one, machine, item, deletions, selected, abort, quota))
-                if len(in_flight) >= workers:
+                in_flight.add(pool.submit(self._timed, machine, item, run))
+                while len(in_flight) >= run.parallelism.target():
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     _collect(done, report)
             done, _ = wait(in_flight)
             _collect(done, report)
-        deletions.flush()
+        run.deletions.flush()
         report.attempted = started
         if not report.complete:
             counted = _count(held, REMAINING_COUNT_CAP)
@@ -265,15 +312,16 @@ class Resumer:
             report.throttled = limiter.throttles - throttles_before
         return report
 
-    def _resume_one(
-        self,
-        machine: StateMachineArn,
-        item: HeldKey,
-        deletions: _Deletions,
-        selected: Callable[[HeldTask], bool] | None,
-        abort: Abort | None,
-        quota: "_Quota",
-    ) -> Outcome:
+    def _timed(self, machine: StateMachineArn, item: HeldKey, run: _Pass) -> Outcome:
+        """Resume one, and tell the pass how long it took, less its waits for the limiter."""
+        started, waited = time.monotonic(), run.waited()
+        try:
+            return self._resume_one(machine, item, run)
+        finally:
+            run.parallelism.observe(time.monotonic() - started - (run.waited() - waited))
+
+    def _resume_one(self, machine: StateMachineArn, item: HeldKey, run: _Pass) -> Outcome:
+        selected = run.selected
         try:
             if selected is not None:
                 # Selective resumes read before claiming, so they do not hold
@@ -281,7 +329,7 @@ class Resumer:
                 task = self._store.load(item.key)
                 if task is None or not selected(task):
                     return Outcome.SKIPPED
-            if not quota.take():
+            if not run.quota.take():
                 return Outcome.LEFT
             claim = self._store.claim(item.key, self._owner)
             if claim is None:
@@ -292,19 +340,19 @@ class Resumer:
             self._log.decision("kept", logging.WARNING, key=item.key, error=_code(error))
             return Outcome.KEPT
         try:
-            outcome, task = self._claimed(machine, item, abort)
+            outcome, task = self._claimed(machine, item, run)
         except Exception:
             self._release(claim)
             raise
         if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED):
             self._release(claim)
         elif outcome is Outcome.RESUMED and task is not None:
-            deletions.add(item.key, claim, self._store.token_index_key(task.task_token))
+            run.deletions.add(item.key, claim, self._store.token_index_key(task.task_token))
         else:
-            deletions.add(claim)
+            run.deletions.add(claim)
         return outcome
 
-    def _claimed(self, machine: StateMachineArn, item: HeldKey, abort: Abort | None) -> tuple[Outcome, HeldTask | None]:
+    def _claimed(self, machine: StateMachineArn, item: HeldKey, run: _Pass) -> tuple[Outcome, HeldTask | None]:
         try:
             task = self._store.load(item.key)
         except UnreadableHeldTask as error:
@@ -319,7 +367,7 @@ class Resumer:
             # layout is the seed's); a token is only ever sent to its own machine.
             return Outcome.SKIPPED, task
         try:
-            return self._send(machine, task, abort), task
+            return self._send_until_not_throttled(machine, task, run), task
         except (ClientError, BotoCoreError) as error:
             self._log.decision(
                 "kept",
@@ -330,6 +378,21 @@ class Resumer:
                 error=_code(error),
             )
             return Outcome.KEPT, task
+
+    def _send_until_not_throttled(self, machine: StateMachineArn, task: HeldTask, run: _Pass) -> Outcome:
+        """Send, and while the answer is throttling (after botocore's own retries), send again.
+
+        The limiter has slowed down by then, so the next attempt waits for a slot at
+        the lower rate: the token keeps its claim and its place among the oldest,
+        instead of being skipped and left for a later pass (or the sweep). Only the
+        deadline ends the retries; the token is then kept for the hand-on.
+        """
+        while True:
+            try:
+                return self._send(machine, task, run.abort)
+            except ClientError as error:
+                if not faults.is_throttling(error) or run.deadline.expired():
+                    raise
 
     def _send(self, machine: StateMachineArn, task: HeldTask, abort: Abort | None) -> Outcome:
         sfn = self._clients.sfn(machine.region)
