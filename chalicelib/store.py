@@ -465,7 +465,7 @@ class TokenStore:
         If-Match (so two takers cannot both delete it) and created anew. Leases are
         per machine, not per folder: a namesake's drain does not hold this one up.
         """
-        key = self.control_key("leases", *_machine_path(machine)) + ".json"
+        key = self._lease_key(machine)
         now = datetime.now(UTC)
         body = {"owner": owner, "expiresAt": iso_timestamp(now + timedelta(seconds=seconds)), "id": uuid.uuid4().hex}
         for _ in range(2):
@@ -479,6 +479,14 @@ class TokenStore:
             if held_until > iso_timestamp(now) or not self.delete_if_unchanged(key, current[1]):
                 return None
         return None
+
+    def lease_taken(self, machine: StateMachineArn) -> bool:
+        """Whether a live drain lease is on the machine (one GET; a lapsed one does not count)."""
+        current = self.get_document(self._lease_key(machine))
+        return current is not None and str(current[0].get("expiresAt", "")) > iso_timestamp(datetime.now(UTC))
+
+    def _lease_key(self, machine: StateMachineArn) -> str:
+        return self.control_key("leases", *_machine_path(machine)) + ".json"
 
     def release_lease(self, lease: tuple[str, str]) -> None:
         key, etag = lease

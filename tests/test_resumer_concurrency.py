@@ -1,11 +1,15 @@
 """Many resumers on one backlog: every proceeding invocation, the API, the sweep and
 continuations may resume the same machine at once. Each token must be sent once."""
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
 from chalicelib.arns import parse_state_machine_arn
+from chalicelib.config import DEFAULT_RESUME_CONCURRENCY
 from chalicelib.deadline import Deadline
 from chalicelib.events import CheckpointEvent
 from chalicelib.services import Services
@@ -18,8 +22,8 @@ MACHINE = parse_state_machine_arn(f"arn:aws:states:{REGION}:123456789012:stateMa
 
 
 
-def container() -> Services:
-    return harness.container(BUCKET, PREFIX)
+def container(**settings: Any) -> Services:
+    return harness.container(BUCKET, PREFIX, **settings)
 
 
 def hold(services: Services, count: int) -> list[str]:
@@ -83,3 +87,120 @@ def test_a_resume_sends_each_saved_input_back_as_the_task_output(plain_aws):
         services.resumer.resume(MACHINE, Deadline(30))
 
     assert [sends.outputs[token] for token in tokens] == [f'{{"n":{n}}}' for n in range(5)]
+
+
+class CallCounter:
+    """AWS calls a container's S3 client makes, by operation."""
+
+    def __init__(self, services: Services) -> None:
+        self.calls: list[str] = []
+        services.clients.s3().meta.events.register("before-call.s3", self._count)
+
+    def _count(self, model: object, **_: object) -> None:
+        self.calls.append(model.name)  # type: ignore[attr-defined]
+
+    def per_invocation(self, invocations: int) -> float:
+        return len(self.calls) / invocations
+
+
+def proceed(services: Services, n: int) -> None:
+    """A proceeding invocation's drain, as the pauser makes it (its own token already answered)."""
+    services.drainer.drain(MACHINE, Deadline(30), exclusive=True, answered=f"passing-{n}")
+
+
+def test_a_proceeding_invocation_looks_at_the_lease_before_listing_while_another_drains(plain_aws):
+    hold(container(), 50)
+    assert container().store.lease(MACHINE, "draining-elsewhere", 60) is not None
+    services = container()
+    proceed(services, 0)  # the first sight of the backlog: a listing, then the lease
+    counter = CallCounter(services)
+
+    for n in range(1, 101):
+        proceed(services, n)
+
+    # One S3 call each (the lease's GET), so with its own SendTaskSuccess an
+    # invocation makes 2 calls, not a 1,000-key listing, an index read and a lease try.
+    assert counter.per_invocation(100) == 1
+    assert set(counter.calls) == {"GetObject"}
+
+
+def test_a_proceeding_invocation_with_nothing_held_costs_one_listing(plain_aws):
+    services = container()
+    counter = CallCounter(services)
+
+    for n in range(100):
+        proceed(services, n)
+
+    assert counter.calls == ["ListObjectsV2"] * 100
+
+
+def test_once_a_backlog_is_gone_the_next_invocation_lists_again_and_the_rest_list_only(plain_aws):
+    hold(container(), 5)
+    lease = container().store.lease(MACHINE, "draining-elsewhere", 60)
+    assert lease is not None
+    services = container()
+    proceed(services, 0)
+    with counting_sends():
+        container().resumer.resume(MACHINE, Deadline(30), exclusive=False)
+    container().store.release_lease(lease)
+    counter = CallCounter(services)
+
+    for n in range(1, 11):
+        proceed(services, n)
+
+    assert counter.calls == ["GetObject", "ListObjectsV2"] + ["ListObjectsV2"] * 9
+
+
+class InFlight:
+    """Every AWS call of a container takes ``seconds`` longer; the most sends at once is recorded."""
+
+    def __init__(self, services: Services, seconds: float) -> None:
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most = 0
+        for client in (services.clients.s3(), services.clients.sfn(REGION)):
+            client.meta.events.register("before-call", self._slow)
+        sfn = services.clients.sfn(REGION).meta.events
+        sfn.register("before-call.states.SendTaskSuccess", self._enter)
+        sfn.register("after-call.states.SendTaskSuccess", self._leave)
+
+    def _slow(self, **_: object) -> None:
+        time.sleep(self._seconds)
+
+    def _enter(self, **_: object) -> None:
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+
+    def _leave(self, **_: object) -> None:
+        with self._lock:
+            self._now -= 1
+
+
+def test_the_pool_grows_past_a_fixed_sixteen_when_the_rate_and_the_latency_need_it(plain_aws):
+    # At 500 sends/s and three calls of 20 ms or more per token, Little's law wants
+    # about 30 tokens in flight, and more with headroom: 16 threads would cap the
+    # engine near 266 tokens/s, whatever the quota. The default settings, as deployed.
+    tokens = hold(container(), 300)
+    services = container()
+    in_flight = InFlight(services, seconds=0.02)
+
+    with counting_sends() as sends:
+        report = services.resumer.resume(MACHINE, Deadline(120))
+
+    assert report.resumed == 300 and sends.duplicates() == 0
+    assert sorted(sends.successes) == sorted(tokens)
+    assert 16 < in_flight.most <= DEFAULT_RESUME_CONCURRENCY
+
+
+def test_a_small_cap_is_never_exceeded(plain_aws):
+    hold(container(), 40)
+    services = container(resume_concurrency=3)
+    in_flight = InFlight(services, seconds=0.01)
+
+    with counting_sends():
+        report = services.resumer.resume(MACHINE, Deadline(120))
+
+    assert report.resumed == 40
+    assert in_flight.most <= 3
