@@ -1,11 +1,12 @@
 """Draining a backlog of any size: resume within this invocation's budget, then hand on.
 
-When the deadline stops a resume, the rest continues in a fresh asynchronous
-invocation of the ``resumer`` function, which does the same until the backlog
-is empty. A chain stops when an invocation makes no progress (every token
-failed with a retryable error, another resumer holds them all, or a
-continuation's budget ran out before it tried one): the scheduled sweep picks
-the backlog up again a minute later.
+When a resume leaves anything behind (the deadline stopped it, or some tokens
+met a passing fault and stayed held) while it made progress, the rest continues
+in a fresh asynchronous invocation of the ``resumer`` function, which does the
+same until the backlog is empty. A chain stops when an invocation makes no
+progress (every token failed with a retryable error, another resumer holds them
+all, or a continuation's budget ran out before it tried one): the scheduled
+sweep picks the backlog up again a minute later.
 """
 
 import json
@@ -74,8 +75,11 @@ class Drainer:
         # A caller that spent its budget before draining (a slow API call, a pauser
         # near its timeout) hands the whole backlog on once; a continuation whose
         # own budget went on listing and leasing would only do so again, so it stops.
-        untried = report.attempted == 0 and generation == 0
-        if whole and report.out_of_time and (report.progressed or untried):
+        untried = report.attempted == 0 and generation == 0 and report.out_of_time
+        # Tokens a pass left behind in time (a 5xx, a claim another resumer dropped)
+        # are the next invocation's at once, not the sweep's a minute later.
+        left_behind = report.remaining and not report.busy
+        if whole and left_behind and (report.progressed or untried):
             report.continued = self.continue_later(machine, generation + 1)
         elif report.remaining and not report.progressed and not report.busy:
             self._log.decision("stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining)

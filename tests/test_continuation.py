@@ -45,18 +45,22 @@ class ServiceUnavailable(AWSError):
 
 
 class Sends:
-    """SendTaskSuccess as it reaches moto, counted per token; optionally passed on to moto."""
+    """SendTaskSuccess as it reaches moto, counted per token; optionally passed on to moto.
 
-    def __init__(self, original=None, error=None):
+    ``error`` fails every send, or only those to the tokens in ``failing``.
+    """
+
+    def __init__(self, original=None, error=None, failing=None):
         self.per_token = Counter()
         self._original = original
         self._error = error
+        self._failing = failing
         self._lock = threading.Lock()
 
     def __call__(self, backend, task_token, outcome):
         with self._lock:
             self.per_token[task_token] += 1
-        if self._error is not None:
+        if self._error is not None and (self._failing is None or task_token in self._failing):
             raise self._error
         if self._original is not None:
             return self._original(backend, task_token, outcome)
@@ -219,6 +223,23 @@ def test_a_drain_that_finishes_in_time_does_not_hand_on(aws, bucket, monkeypatch
     assert (report.resumed, report.remaining, report.continued) == (5, 0, False)
     assert invokes == []
     assert sum(sends.per_token.values()) == 5
+
+
+def test_a_pass_that_leaves_tokens_behind_in_time_hands_them_on_instead_of_waiting_for_the_sweep(
+    aws, bucket, monkeypatch
+):
+    # A 5xx outlasted botocore's retries for one token; the pass ended well in time.
+    count_sends(monkeypatch, error=ServiceUnavailable("Service unavailable"), failing={"token-2"})
+    services = build()
+    for n in range(5):
+        hold(services, f"token-{n}")
+    invokes = record_invokes(services)
+
+    report = services.drainer.drain(parse_state_machine_arn(ORDERS), Deadline(30))
+
+    assert not report.out_of_time
+    assert (report.resumed, report.remaining, report.continued) == (4, 1, True)
+    assert [json.loads(params["Payload"]) for params in invokes] == [{"stateMachineArn": ORDERS, "generation": 1}]
 
 
 # (b) A chain that makes no progress stops.
