@@ -13,7 +13,10 @@ from typing import TypeVar
 from chalicelib.errors import ConfigurationError
 
 DEFAULT_MAINTENANCE_CACHE_SECONDS = 10.0
-DEFAULT_RESUME_CONCURRENCY = 16
+# A cap on tokens in flight per resumer; the resumer keeps as many as the send
+# rate needs below it (chalicelib/concurrency.py). 500/s at 3 calls of 50 ms wants
+# about 113 with headroom; threads waiting on the network cost little memory.
+DEFAULT_RESUME_CONCURRENCY = 128
 CONTROL_FOLDER = "_sfn-pauser"
 
 T = TypeVar("T", int, float)
