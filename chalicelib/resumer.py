@@ -395,7 +395,11 @@ class Resumer:
         the lower rate: the token keeps its claim and its place among the oldest,
         instead of being skipped and left for a later pass (or the sweep). Only the
         deadline ends the retries; the token is then kept for the hand-on.
+
+        An answer lost in any attempt, before a throttle as much as after, means the
+        token may have been answered: so lost answers are counted from the first.
         """
+        self._clients.lost_answers.reset()
         while True:
             try:
                 return self._send(machine, task, run.abort)
@@ -412,7 +416,6 @@ class Resumer:
             "token": fingerprint(task.task_token),
         }
         output = task.output if abort is None else ""
-        self._clients.lost_answers.reset()
         try:
             if abort is not None:
                 sfn.send_task_failure(taskToken=task.task_token, error=abort.error, cause=abort.cause)
