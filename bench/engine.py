@@ -73,7 +73,8 @@ class Scenario:
     def cap_seconds(self) -> float:
         """How long to watch: half as long again as the quota needs, so a slow engine still ends."""
         if self.phases:
-            return sum(seconds for seconds, _ in self.phases) + 15
+            phases = sum(seconds for seconds, _ in self.phases)
+            return phases + max(2.0, min(15.0, phases / 3))
         return 1.5 * max(0.0, self.size - self.burst) / self.rate + 15
 
     def describe(self) -> str:
@@ -99,7 +100,7 @@ FULL = (
 # Small enough for a test: a few seconds, still throttled, still changing.
 QUICK = (
     Scenario("engine-quick", 2, 300, 50, 400),
-    Scenario("engine-quick-changing", 2, 200, 50, phases=((2, 200), (2, 50), (2, 300))),
+    Scenario("engine-quick-changing", 2, 100, 50, phases=((1.5, 100), (1.5, 25), (1.5, 150))),
 )
 SERIAL_N = 150
 QUICK_SERIAL_N = 20
