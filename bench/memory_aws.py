@@ -83,14 +83,14 @@ class TokenBucket:
         self._at = clock()
         self.first_empty_at: float | None = None  # when the burst ran out, if it did
 
-    def set(self, rate: float, burst: float | None = None) -> None:
-        """Change the quota mid-run; what is in the bucket stays (up to the new burst)."""
+    def set(self, rate: float, burst: float | None = None, hold: float | None = None) -> None:
+        """Change the quota mid-run; what is in the bucket stays, up to the new burst and ``hold``."""
         with self._lock:
             self._refill(self._clock())
             self.rate = rate
             if burst is not None:
                 self.burst = burst
-                self._tokens = min(self._tokens, burst)
+            self._tokens = min(self._tokens, self.burst, float("inf") if hold is None else hold)
 
     def take(self) -> bool:
         with self._lock:

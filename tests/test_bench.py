@@ -122,6 +122,9 @@ def test_the_bucket_refills_at_a_rate_changed_mid_run_and_keeps_what_it_holds():
     bucket.set(rate=100)
     now[0] = 0.125  # 100/s from the change: two and a half more
     assert [bucket.take(), bucket.take(), bucket.take()] == [True, True, False]
+    now[0] = 1.0  # full again (3), then other callers take all but one
+    bucket.set(rate=100, hold=1)
+    assert [bucket.take(), bucket.take()] == [True, False]
 
 
 def test_an_answered_token_is_refused_as_aws_does_and_counted_as_a_duplicate(memory):
