@@ -9,6 +9,7 @@ and is never taken for a token.
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -28,6 +29,10 @@ from chalicelib.errors import InvalidArn
 from chalicelib.events import CheckpointEvent
 
 CONTROL_FOLDER = "_sfn-pauser"
+# ListObjectsV2 answers at most 1,000 keys a call.
+LIST_PAGE_SIZE = 1000
+# A count on a request path lists at most this many pages (10,000 keys, about 1 s).
+COUNT_PAGES = 10
 _TOKEN_NAME = re.compile(
     r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json",
     re.IGNORECASE,
@@ -128,6 +133,15 @@ class HeldKey:
     key: str
     paused_at: datetime
     etag: str = ""
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A count that stops at a cap: with ``capped``, at least ``count`` (more were not listed)."""
+
+    count: int
+    capped: bool
+    oldest: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -344,17 +358,17 @@ class TokenStore:
     # folder, away from the token folders.
 
     def put_document(self, key: str, body: dict[str, Any], *, if_match: str | None = None) -> str | None:
-        """Write a JSON document and return its ETag; with ``if_match``, None when it changed since."""
-        extra = {"IfMatch": if_match} if if_match else {}
-        try:
+        """Write a JSON document and return its ETag; with ``if_match``, None when it changed since.
+
+        Like :meth:`create`, a 412 is checked against what is there: a retried
+        write whose first attempt landed (its answer lost) is this call's own.
+        """
+        if not if_match:
             response = self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=dumps(body).encode(), ContentType="application/json", **extra
+                Bucket=self.bucket, Key=key, Body=dumps(body).encode(), ContentType="application/json"
             )
-        except ClientError as error:
-            if if_match and (faults.is_conflict(error) or faults.is_not_found(error)):
-                return None
-            raise
-        return str(response["ETag"])
+            return str(response["ETag"])
+        return self._write_conditionally(key, body, IfMatch=if_match)
 
     def create(self, key: str, body: dict[str, Any]) -> str | None:
         """Create a JSON document and return its ETag; None when another writer's is there.
@@ -365,13 +379,16 @@ class TokenStore:
         byte for byte what this call wrote (every body we create carries a time
         and an id of its own), it is this call's write, and its ETag is returned.
         """
+        return self._write_conditionally(key, body, IfNoneMatch="*")
+
+    def _write_conditionally(self, key: str, body: dict[str, Any], **condition: str) -> str | None:
         data = dumps(body).encode()
         try:
             response = self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", IfNoneMatch="*"
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **condition
             )
         except ClientError as error:
-            if not faults.is_conflict(error):
+            if not (faults.is_conflict(error) or faults.is_not_found(error)):
                 raise
             found = self._get(key)
             return found[1] if found is not None and found[0] == data else None
@@ -485,6 +502,30 @@ class TokenStore:
         with contextlib.suppress(ClientError, BotoCoreError):  # else it expires by itself
             self.delete_if_unchanged(key, etag)
 
+    # Deletes that S3 refused after a token's outcome was known are kept as a list
+    # under ``deferred/``, which the sweep works off: a finished token must not
+    # stay where a resumer would send it again.
+
+    def defer_deletes(self, keys: list[str]) -> str:
+        """Keep keys whose delete failed, for :meth:`finish_deferred_deletes`; returns the list's key."""
+        key = self.control_key("deferred", f"{new_token_id()}.json")
+        self.put_document(key, {"keys": keys})
+        return key
+
+    def finish_deferred_deletes(self) -> int:
+        """Delete what resumers could not; returns how many keys were deleted."""
+        deleted = 0
+        for key, _, _ in self.list_documents(self.control_key("deferred", "")):
+            found = self.get_document(key)
+            keys = found[0].get("keys") if found else None
+            pending = (
+                [k for k in keys if isinstance(k, str) and k.startswith(self.prefix)] if isinstance(keys, list) else []
+            )
+            if not self.delete_many(pending):
+                self.delete(key)
+                deleted += len(pending)
+        return deleted
+
     def quarantined(self, machine: StateMachineArn) -> Iterator[str]:
         """Keys of the machine's quarantined tasks."""
         for key, _, _ in self.list_documents(self.quarantine_folder(machine)):
@@ -521,6 +562,48 @@ class TokenStore:
         except (ValueError, AttributeError):
             return []
         return [self.token_index_key(token)] if isinstance(token, str) and token else []
+
+    # Counting for status and metrics: a listing read one page at a time, and at
+    # most ``pages`` pages, so the time, the calls and the memory a count takes do
+    # not grow with the backlog (1,000,000 held keys would be about 1,000 calls
+    # and 330 MiB listed whole). Past the cap a count is "at least".
+
+    def count_held(self, machine: StateMachineArn, pages: int = COUNT_PAGES) -> "Counted":
+        """How many tasks ``machine`` holds, counted from its folder's first ``pages`` pages,
+        and the oldest of them.
+
+        Only the machine's own keys count: a namesake's (another region or
+        account, same folder) are listed but left out, so the pages bound the
+        calls, not the count. Time-ordered keys list in pause order, so the first
+        one is the oldest whatever the backlog; a legacy UUID4 key is placed by
+        its LastModified among the pages listed.
+        """
+        folder = self.folder(machine.name)
+        count, oldest = 0, None
+        last: dict[str, Any] = {}
+        for last in self._first_pages(folder, pages, Delimiter="/"):
+            found = [held.paused_at for held in self._held_in(last, folder, machine)]
+            count += len(found)
+            oldest = min(filter(None, [oldest, *found]), default=None)
+        return Counted(count, bool(last.get("IsTruncated")), oldest)
+
+    def count_quarantined(self, machine: StateMachineArn, pages: int = COUNT_PAGES) -> "Counted":
+        """How many of the machine's tasks are in quarantine, from at most ``pages`` pages."""
+        count = 0
+        last: dict[str, Any] = {}
+        for last in self._first_pages(self.quarantine_folder(machine), pages):
+            count += len(last.get("Contents", []))
+        return Counted(count, bool(last.get("IsTruncated")))
+
+    def _first_pages(self, prefix: str, pages: int, **extra: str) -> Iterator[dict[str, Any]]:
+        """Up to ``pages`` listing pages below ``prefix``, one at a time. The paginator asks
+        for a page only once the previous one is taken, so stopping here stops the
+        calls; the last page taken says (``IsTruncated``) whether more were left."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        listing = paginator.paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}, **extra
+        )
+        yield from itertools.islice(listing, pages)
 
 
 def _machine_path(machine: StateMachineArn) -> tuple[str, str, str, str]:

@@ -15,8 +15,9 @@ folders):
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ from chalicelib.clients import AwsClients
 from chalicelib.commands import SwitchMaintenance
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
-from chalicelib.errors import StateMachineNotFound
+from chalicelib.errors import StateMachineNotFound, Unavailable
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.fleet import Fleet, MachineError, known_machines
 from chalicelib.logs import DecisionLog
@@ -44,6 +45,7 @@ MAX_TAG_READS_PER_SWEEP = 50
 # No claim is held longer than one token's send (seconds); a Lambda lives 15 min.
 CLAIM_LEASE = timedelta(minutes=15)
 SWEEP_ACTOR = "sfn-pauser/sweep"
+HEARTBEAT_WORKERS = 8
 # Bookkeeping of the refresh rotation, in the control folder.
 _VISITS = ("sweep", "visits.json")
 
@@ -57,6 +59,7 @@ class SweepReport:
     heartbeats: int = 0
     expired: int = 0
     claims_cleared: int = 0
+    deferred_deleted: int = 0  # finished tokens whose delete a resumer had to leave to the sweep
     # Machines AWS no longer has: their held tasks are drained (to quarantine, as
     # AWS refuses their tokens) and their mirrors removed once they hold none.
     deleted: list[str] = field(default_factory=list)
@@ -99,8 +102,17 @@ class Sweeper:
         """One pass. ``home`` (this function's account and region) places the token
         folders whose tokens carry no ARN of their own (the seed's tokens)."""
         report = SweepReport()
-        report.claims_cleared = self._clear_stale_claims()
-        known = known_machines(self._flag, self._store, home)
+        # Bookkeeping first; if S3 refuses it, the machines still get their turn.
+        report.deferred_deleted = self._housekeeping("deferred-deletes", self._store.finish_deferred_deletes)
+        report.claims_cleared = self._housekeeping("stale-claims", self._clear_stale_claims)
+        try:
+            known = known_machines(self._flag, self._store, home)
+        except faults.AWS_ERRORS as error:
+            code = faults.error_code(error)
+            self._log.decision("sweep-unavailable", logging.WARNING, error=code)
+            raise Unavailable(
+                f"AWS answered {code} while listing the machines to sweep; the next run tries again"
+            ) from None
         report.machines = len(known.machines)
         for name in known.strays:
             self._log.decision("stray-folder", logging.WARNING, folder=self._store.folder(name))
@@ -145,12 +157,13 @@ class Sweeper:
             beats, expired = self._send_heartbeats(machine, deadline)
             report.heartbeats += beats
             report.expired += expired
-        held = list(self._store.held(machine))
-        oldest = min((item.paused_at for item in held), default=None)
+        # One listing a minute per machine, whatever it holds: Backlog stops at a page
+        # (at least 1,000), and the oldest key is the first listed.
+        held = self._store.count_held(machine, pages=1)
         self._metrics.emit(
             machine.name,
-            Backlog=len(held),
-            OldestPausedAgeSeconds=(self._now() - oldest).total_seconds() if oldest else 0,
+            Backlog=held.count,
+            OldestPausedAgeSeconds=(self._now() - held.oldest).total_seconds() if held.oldest else 0,
         )
         if state is not None and state.expired(self._now()):
             # Last, so that a machine the sweep may not switch (outside the
@@ -181,9 +194,21 @@ class Sweeper:
             mirrorRemoved=forgotten,
         )
 
+    def _housekeeping(self, what: str, work: Callable[[], int]) -> int:
+        try:
+            return work()
+        except faults.AWS_ERRORS as error:
+            self._log.decision("housekeeping-failed", logging.WARNING, work=what, error=faults.error_code(error))
+            return 0
+
     def _visits(self) -> dict[str, str]:
-        """When each machine's tags were last read or tried (ISO 8601), by ARN."""
-        found = self._store.get_document(self._store.control_key(*_VISITS))
+        """When each machine's tags were last read or tried (ISO 8601), by ARN; none if unreadable."""
+        try:
+            found = self._store.get_document(self._store.control_key(*_VISITS))
+        except faults.AWS_ERRORS as error:
+            # The turns then follow the mirrors' ages alone: late, not lost.
+            self._log.decision("visits-unreadable", logging.WARNING, error=faults.error_code(error))
+            return {}
         visits = found[0].get("visits") if found else None
         return {str(arn): str(when) for arn, when in visits.items()} if isinstance(visits, dict) else {}
 
@@ -225,9 +250,20 @@ class Sweeper:
                 return "failed"
             return "beat"
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            outcomes = list(pool.map(beat, [item.key for item in self._store.held(machine)]))
-        return outcomes.count("beat"), outcomes.count("expired")
+        # The listing is streamed, a few beats in flight at a time, and stops at the
+        # deadline: a backlog held whole would be about 350 bytes a key.
+        outcomes: Counter[str] = Counter()
+        in_flight: set[Future[str]] = set()
+        with ThreadPoolExecutor(max_workers=HEARTBEAT_WORKERS) as pool:
+            for item in self._store.held(machine):
+                if deadline.expired():
+                    break
+                in_flight.add(pool.submit(beat, item.key))
+                if len(in_flight) >= HEARTBEAT_WORKERS:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    outcomes.update(future.result() for future in done)
+            outcomes.update(future.result() for future in wait(in_flight).done)
+        return outcomes["beat"], outcomes["expired"]
 
     def _clear_stale_claims(self) -> int:
         cleared = 0
