@@ -1,7 +1,15 @@
-"""Resume benchmark on moto (in-process, plain Step Functions mode).
+"""Resume benchmarks: the engine on an in-memory AWS, and the earlier scenarios on moto.
 
-    python3 dev.py bench                    # both scenarios with the defaults
-    python3 dev.py bench --n 2000 --rate 100 --burst 50 --latency-ms 20
+    python3 dev.py bench                    # the default run (about 10 minutes); exit 1 on any FAIL
+    python3 dev.py bench --only engine-changing --only speed
+    python3 dev.py bench --quick            # seconds: the in-memory scenarios, small
+    python3 dev.py bench --full             # adds the 100,000-token runs at 300/s and moto's quota scenario
+
+In-memory AWS (bench/engine.py, bench/memory_aws.py): the deployed settings
+against a SendTask* token bucket, at 20 and 50 ms per call, with the serial
+seed-style baseline on the same backend. See bench/engine.py.
+
+moto in-process, plain Step Functions mode:
 
 Scenario "speed": N_speed tokens, simulated per-call latency, no quota. Our
 resumer against a serial, seed-style baseline (GET, SendTaskSuccess, DELETE,
@@ -13,6 +21,8 @@ ThrottlingException as from AWS. Several resumers share the backlog.
 
 Both print tokens/s, SendTaskSuccess calls against N (duplicates) and lost
 tokens. Then hot-path figures: AWS calls per task-handler invocation.
+
+Every target is printed as PASS or FAIL at the end.
 """
 
 import argparse
@@ -27,13 +37,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-os.environ.pop("AWS_ENDPOINT_URL", None)
+sys.path.insert(0, str(ROOT))  # run as a script: chalicelib, tests and bench from the project
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
@@ -41,14 +51,13 @@ from moto import mock_aws  # noqa: E402
 from moto.core.exceptions import AWSError  # noqa: E402
 from moto.stepfunctions.models import StepFunctionBackend  # noqa: E402
 
+from bench import engine  # noqa: E402
 from chalicelib.arns import parse_state_machine_arn  # noqa: E402
-from chalicelib.clients import AwsClients  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.deadline import Deadline  # noqa: E402
 from chalicelib.logs import DecisionLog  # noqa: E402
-from chalicelib.resumer import Resumer  # noqa: E402
 from chalicelib.services import Services  # noqa: E402
-from chalicelib.store import TokenStore, iso_timestamp, new_token_id  # noqa: E402
+from chalicelib.store import iso_timestamp, new_token_id  # noqa: E402
 from tests.moto_fidelity import make_s3_atomic  # noqa: E402
 
 BUCKET = "sfn-pauser-bench"
@@ -143,9 +152,7 @@ def serial_baseline(latency: float) -> Callable[[], int]:
 
     def run() -> int:
         done = 0
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=BUCKET, Prefix=f"{PREFIX}{MACHINE.name}/"
-        ):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}{MACHINE.name}/"):
             for item in page.get("Contents", []):
                 body = json.loads(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
                 sfn.send_task_success(taskToken=body["taskToken"], output=json.dumps(body.get("input", {})))
@@ -156,17 +163,25 @@ def serial_baseline(latency: float) -> Callable[[], int]:
     return run
 
 
-def our_resumers(latency: float, concurrency: int, resumers: int, rate_cap: float) -> Callable[[], int]:
+def deployed_settings(args: argparse.Namespace) -> Settings:
+    """The deployed stage's settings (engine.Deployed), with --concurrency and --rate-cap if given."""
+    environment = {**engine.Deployed.read().environment, "Bucket": BUCKET, "Prefix": PREFIX}
+    if args.concurrency:
+        environment["ResumeConcurrency"] = str(args.concurrency)
+    if args.rate_cap:
+        environment["ResumeRateLimit"] = str(args.rate_cap)
+    return Settings.from_env(environment)
+
+
+def our_resumers(latency: float, settings: Settings, resumers: int) -> Callable[[], int]:
     def run() -> int:
         def one(_: int) -> int:
-            clients = AwsClients(max_pool_connections=concurrency, send_rate_cap=rate_cap)
-            with_latency(clients.s3(), latency)
-            with_latency(clients.sfn(MACHINE.region), latency)
-            store = TokenStore(clients.s3(), BUCKET, PREFIX)
-            resumer = Resumer(store, clients, QUIET, concurrency)
+            services = Services.build(settings, logging.getLogger("bench.quiet"))
+            with_latency(services.clients.s3(), latency)
+            with_latency(services.clients.sfn(MACHINE.region), latency)
             total = 0
             while True:  # as continuations would, until the backlog is gone
-                report = resumer.resume(MACHINE, Deadline(60))
+                report = services.resumer.resume(MACHINE, Deadline(60))
                 total += report.resumed
                 if report.remaining == 0 or not report.progressed:
                     return total
@@ -177,7 +192,14 @@ def our_resumers(latency: float, concurrency: int, resumers: int, rate_cap: floa
     return run
 
 
-def measure(label: str, n: int, run: Callable[[], int], quota: SimulatedQuota, s3: Any) -> float:
+@dataclass(frozen=True)
+class Measured:
+    rate: float
+    duplicates: int
+    lost: int
+
+
+def measure(label: str, n: int, run: Callable[[], int], quota: SimulatedQuota, s3: Any) -> Measured:
     started = time.monotonic()
     resumed = run()
     elapsed = time.monotonic() - started
@@ -188,60 +210,81 @@ def measure(label: str, n: int, run: Callable[[], int], quota: SimulatedQuota, s
     print(
         f"  {label:<28} {n / elapsed:8.1f} tokens/s  {elapsed:6.2f} s  "
         f"resumed={resumed} SendTaskSuccess={calls} duplicates={duplicates} lost={lost} "
-        f"still-held={left} throttled={quota.throttled}"
+        f"still-held={left} throttled={quota.throttled}",
+        flush=True,
     )
-    return n / elapsed
+    return Measured(n / elapsed, duplicates, lost)
 
 
-def scenario_speed(args: argparse.Namespace, s3: Any) -> None:
-    print(f"speed: N={args.speed_n}, latency {args.latency_ms} ms per call, no quota")
+def scenario_speed(args: argparse.Namespace, s3: Any, targets: engine.Targets) -> None:
+    settings = deployed_settings(args)
+    print(
+        f"speed (moto): N={args.speed_n}, latency {args.latency_ms} ms per call, no quota, "
+        f"ResumeConcurrency={settings.resume_concurrency}",
+        flush=True,
+    )
     latency = args.latency_ms / 1000
     rates = {}
     for label, runner in (
         ("serial seed-style baseline", serial_baseline(latency)),
-        (f"sfn-pauser x{args.concurrency} threads", our_resumers(latency, args.concurrency, 1, 0)),
+        ("sfn-pauser", our_resumers(latency, settings, 1)),
     ):
         seed(s3, args.speed_n)
         quota = SimulatedQuota(0, 0)
         with patched_send(quota):
-            rates[label] = measure(label, args.speed_n, runner, quota, s3)
+            rates[label] = measure(label, args.speed_n, runner, quota, s3).rate
     serial, ours = rates.values()
     print(f"  speed-up: {ours / serial:.1f}x (target >= 15x)")
+    targets.check(
+        ours / serial >= 15, f"speed (moto): >= 15x the serial baseline at N={args.speed_n}", f"{ours / serial:.1f}x"
+    )
     # Several containers resuming one backlog at once: claims keep every send single.
     seed(s3, args.speed_n)
     quota = SimulatedQuota(0, 0)
     with patched_send(quota):
-        measure("4 resumers sharing it", args.speed_n, our_resumers(latency, args.concurrency, 4, 0), quota, s3)
+        shared = measure("4 resumers sharing it", args.speed_n, our_resumers(latency, settings, 4), quota, s3)
+    targets.check(
+        shared.duplicates == 0, "speed (moto): 4 resumers sharing a backlog: 0 duplicates", str(shared.duplicates)
+    )
+    targets.check(shared.lost == 0, "speed (moto): 4 resumers sharing a backlog: 0 lost", str(shared.lost))
 
 
-def scenario_quota(args: argparse.Namespace, s3: Any) -> None:
+def scenario_quota(args: argparse.Namespace, s3: Any, targets: engine.Targets) -> None:
+    settings = deployed_settings(args)
     print(
-        f"quota: N={args.n}, SendTaskSuccess bucket {args.rate}/s burst {args.burst} (not told to the resumer), "
-        f"{args.resumers} resumers x {args.concurrency} threads, latency {args.latency_ms} ms"
+        f"quota (moto): N={args.n}, SendTaskSuccess bucket {args.rate}/s burst {args.burst} (not told to the resumer), "
+        f"{args.resumers} resumers x ResumeConcurrency={settings.resume_concurrency}, latency {args.latency_ms} ms",
+        flush=True,
     )
     seed(s3, args.n)
     quota = SimulatedQuota(args.rate, args.burst)
     with patched_send(quota):
-        run = our_resumers(args.latency_ms / 1000, args.concurrency, args.resumers, args.rate_cap)
-        measure("sfn-pauser", args.n, run, quota, s3)
+        measured = measure(
+            "sfn-pauser", args.n, our_resumers(args.latency_ms / 1000, settings, args.resumers), quota, s3
+        )
     # The first `burst` sends are free; the sustained rate is what the quota allows.
     sustained = (len(quota.sent) - args.burst) / max(quota.last - quota.first, 1e-9)
     print(f"  sustained {sustained:.1f}/s = {100 * sustained / args.rate:.1f}% of the quota (target >= 90%)")
+    targets.check(
+        sustained >= 0.9 * args.rate, f"quota (moto): >= 90% of {args.rate:g}/s", f"{sustained / args.rate:.1%}"
+    )
+    targets.check(
+        measured.duplicates == 0 and measured.lost == 0,
+        "quota (moto): 0 duplicates, 0 lost",
+        f"{measured.duplicates} / {measured.lost}",
+    )
 
 
-def scenario_hot_path(args: argparse.Namespace, s3: Any) -> None:
-    print("hot path: 100 task-handler invocations on one warm container, default settings")
-    settings = Settings.from_env({"Bucket": BUCKET, "Prefix": PREFIX})
+def scenario_hot_path(args: argparse.Namespace, s3: Any, targets: engine.Targets) -> None:
+    print("hot path (moto): 100 task-handler invocations on one warm container, deployed settings", flush=True)
+    services = Services.build(deployed_settings(args), logging.getLogger("bench.quiet"))
     calls: Counter[str] = Counter()
-    clients = AwsClients(max_pool_connections=settings.resume_concurrency)
-    for client in (clients.s3(), clients.sfn(MACHINE.region)):
-        client.meta.events.register(
-            "before-call", lambda model, **_: calls.update([model.name])
-        )
-    services = Services.build(settings, logging.getLogger("bench.quiet"), clients)
+    for client in (services.clients.s3(), services.clients.sfn(MACHINE.region)):
+        client.meta.events.register("before-call", lambda model, **_: calls.update([model.name]))
     sfn = boto3.client("stepfunctions")
     arn = sfn.create_state_machine(
-        name="HotPath", definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        name="HotPath",
+        definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
         roleArn="arn:aws:iam::123456789012:role/r",
     )["stateMachineArn"]
 
@@ -255,34 +298,78 @@ def scenario_hot_path(args: argparse.Namespace, s3: Any) -> None:
     total = sum(calls.values())
     print(f"  AWS calls per proceeding invocation: {total / 100:.2f} ({dict(calls)})")
     print(f"  ListTagsForResource per 100 invocations: {calls['ListTagsForResource']} (target <= 1)")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=10_000, help="tokens in the quota scenario")
-    parser.add_argument("--speed-n", type=int, default=400, help="tokens in the speed scenario")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="simulated latency per AWS call")
-    parser.add_argument("--rate", type=float, default=100.0, help="simulated SendTaskSuccess refill per second")
-    parser.add_argument("--burst", type=float, default=50.0, help="simulated SendTaskSuccess bucket size")
-    parser.add_argument("--concurrency", type=int, default=32, help="threads per resumer")
-    parser.add_argument("--resumers", type=int, default=1, help="resumers sharing the backlog (quota scenario)")
-    parser.add_argument("--rate-cap", type=float, default=0.0, help="ResumeRateLimit for each resumer (0: none)")
-    parser.add_argument(
-        "--only", choices=["speed", "quota", "hot-path"], action="append", help="run only these scenarios"
+    targets.check(
+        calls["ListTagsForResource"] <= 1,
+        "hot path (moto): <= 1 ListTagsForResource per 100",
+        str(calls["ListTagsForResource"]),
     )
-    args = parser.parse_args()
-    scenarios = args.only or ["speed", "quota", "hot-path"]
+
+
+MOTO_SCENARIOS = ("speed", "quota", "hot-path")
+
+
+def chosen(args: argparse.Namespace) -> tuple[list[str], tuple[engine.Scenario, ...]]:
+    """The moto scenarios and the engine scenarios to run, from --quick, --full and --only."""
+    if args.quick:
+        catalogue, moto = engine.QUICK, []
+    elif args.full:
+        catalogue, moto = engine.FULL, list(MOTO_SCENARIOS)
+    else:
+        catalogue, moto = engine.DEFAULT, ["speed", "hot-path"]
+    if not args.only:
+        return moto, catalogue
+    every = {scenario.name: scenario for scenario in (*engine.FULL, *engine.QUICK)}
+    wanted = set(args.only)
+    moto = [name for name in MOTO_SCENARIOS if name in wanted or "moto" in wanted]
+    picked = tuple(scenario for name, scenario in every.items() if name in wanted)
+    return moto, picked or (catalogue if "engine" in wanted else ())
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [scenario.name for scenario in (*engine.FULL, *engine.QUICK)]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the in-memory scenarios, small (seconds; for tests)")
+    parser.add_argument("--full", action="store_true", help="also the 100,000-token runs at 300/s and moto's quota")
+    parser.add_argument(
+        "--only",
+        choices=[*MOTO_SCENARIOS, "moto", "engine", *names],
+        action="append",
+        help="run only these scenarios (repeatable); 'moto' and 'engine' name each group",
+    )
+    parser.add_argument("--n", type=int, default=10_000, help="tokens in moto's quota scenario")
+    parser.add_argument("--speed-n", type=int, default=400, help="tokens in moto's speed scenario")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="simulated latency per AWS call (moto)")
+    parser.add_argument("--rate", type=float, default=100.0, help="simulated SendTaskSuccess refill per second (moto)")
+    parser.add_argument("--burst", type=float, default=50.0, help="simulated SendTaskSuccess bucket size (moto)")
+    parser.add_argument("--concurrency", type=int, default=0, help="ResumeConcurrency (moto; 0: the deployed value)")
+    parser.add_argument("--resumers", type=int, default=1, help="resumers sharing the backlog (moto's quota)")
+    parser.add_argument("--rate-cap", type=float, default=0.0, help="ResumeRateLimit (moto; 0: the deployed value)")
+    args = parser.parse_args(argv)
+    moto, scenarios = chosen(args)
+    targets = engine.Targets()
+    credentials = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+    with mock.patch.dict(os.environ, credentials):
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        if scenarios:
+            engine.run(scenarios, targets, engine.QUICK_SERIAL_N if args.quick else engine.SERIAL_N)
+        if moto:
+            run_moto(args, moto, targets)
+    print(targets.report())
+    return 1 if targets.failed else 0
+
+
+def run_moto(args: argparse.Namespace, scenarios: list[str], targets: engine.Targets) -> None:
     make_s3_atomic()
     with mock_aws():
         s3 = boto3.client("s3", config=Config(max_pool_connections=32))
         s3.create_bucket(Bucket=BUCKET)
         if "speed" in scenarios:
-            scenario_speed(args, s3)
+            scenario_speed(args, s3, targets)
         if "quota" in scenarios:
-            scenario_quota(args, s3)
+            scenario_quota(args, s3, targets)
         if "hot-path" in scenarios:
-            scenario_hot_path(args, s3)
+            scenario_hot_path(args, s3, targets)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
