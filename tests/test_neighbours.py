@@ -82,7 +82,7 @@ def test_heartbeats_go_to_each_token_s_own_region_and_keep_every_namesake_held(n
     model = neighbourhood.model
     assert dict(model.misdirected) == {}, "a heartbeat went to a region or account that did not issue its token"
     ours = neighbourhood.tokens[neighbourhood.home] + neighbourhood.tokens[neighbourhood.other_region]
-    assert set(model.heartbeats) == set(ours)
+    assert set(ours) <= set(model.heartbeats), "a namesake in maintenance got no heartbeat"
     assert set(ours) <= neighbourhood.held(), "a live token was quarantined"
     assert neighbourhood.neighbour_tokens() <= neighbourhood.held()
 
