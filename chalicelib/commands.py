@@ -5,6 +5,7 @@ not a silently ignored switch. Every limit here is in the README and in
 docs/openapi.json (a test keeps the two in step).
 """
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ MAX_REASON = 512
 MAX_MACHINES = 50
 MAX_EXECUTIONS = 1000
 MAX_PAGE = 1000
+MAX_NEXT_TOKEN = 2048
 DEFAULT_PAGE = 100
 MAX_ERROR = 256  # SendTaskFailure's limits
 MAX_CAUSE = 32_768
@@ -84,6 +86,9 @@ def json_body(raw: bytes | None) -> object:
         return json.loads(raw)
     except ValueError as error:
         raise InvalidField("body", f"expected a JSON object, but it is not valid JSON ({error})") from None
+    except RecursionError:
+        # The parser recurses once per level: a body of [[[[...]]]] exhausts the stack.
+        raise InvalidField("body", "expected a JSON object, but it is nested too deeply") from None
 
 
 def parse_switch(body: object, now: datetime | None = None) -> SwitchMaintenance:
@@ -161,17 +166,43 @@ def parse_page(query: Mapping[str, str] | None, *, machine_required: bool) -> Pa
     )
 
 
-# Our tokens are key names (UUIDs, inverted timestamps) or ARNs: nothing else is one of ours.
-_NEXT_TOKEN = re.compile(r"[A-Za-z0-9:._/-]{1,2048}")
+def encode_next_token(position: str | None) -> str | None:
+    """A listing's ``nextToken``: where the next page starts, opaque to the caller.
+
+    The position is a key name or an ARN, and a machine's name may hold ``+ @ ( ü``
+    and more, so it travels as unpadded base64url, which any query string carries.
+
+    >>> encode_next_token("arn:aws:states:us-east-1:123456789012:stateMachine:orders+eu")
+    'YXJuOmF3czpzdGF0ZXM6dXMtZWFzdC0xOjEyMzQ1Njc4OTAxMjpzdGF0ZU1hY2hpbmU6b3JkZXJzK2V1'
+    """
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(position.encode()).decode("ascii").rstrip("=")
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+# Key names and ARNs never hold a control character; S3 refuses some in StartAfter.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _next_token(fields: Fields) -> str | None:
-    token = fields.string("nextToken", required=False, max_length=2048)
+    """The position a ``nextToken`` stands for; a 400 for any token this API did not give out."""
+    token = fields.string("nextToken", required=False, max_length=MAX_NEXT_TOKEN)
     if not token:
         return None
-    if not _NEXT_TOKEN.fullmatch(token):
+    try:
+        position = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        position = None
+    # Only the one spelling encode_next_token gives is ours (no padding, no stray bits).
+    if (
+        not _BASE64URL.fullmatch(token)
+        or not position
+        or _CONTROL.search(position)
+        or encode_next_token(position) != token
+    ):
         raise InvalidField("nextToken", "is not a token this API gave out; pass back nextToken as it was returned")
-    return token
+    return position
 
 
 def _machines(fields: Fields) -> tuple[tuple[StateMachineArn, ...], bool]:

@@ -55,18 +55,24 @@ SWITCH_GRACE_SECONDS = 60.0
 
 
 def parse_instant(text: str) -> datetime | None:
-    """An ISO 8601 instant; a date or a time without an offset is taken as UTC.
+    """An ISO 8601 instant in UTC; a date or a time without an offset is taken as UTC.
+
+    None for anything unreadable, including an instant whose UTC form lies outside
+    the years 1-9999 (``9999-12-31T23:59:59-01:00``): callers treat None as "no
+    such time", and a time that cannot be represented must never crash them.
 
     >>> parse_instant("2026-11-27T10:00:00+02:00").isoformat()
     '2026-11-27T08:00:00+00:00'
+    >>> parse_instant("0001-01-01T00:00:00+01:00") is None
+    True
     """
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def parse_flag(value: str | None) -> bool:

@@ -9,10 +9,26 @@ import json
 import logging
 from typing import Any
 
+# The AWS SDK and the HTTP stack under it: at DEBUG botocore logs whole request
+# bodies, and SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat carry the taskToken.
+SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
 
 def fingerprint(task_token: str) -> str:
     """A short, stable, irreversible stand-in for a token in logs and responses."""
     return "sha256:" + hashlib.sha256(task_token.encode()).hexdigest()[:12]
+
+
+def keep_sdk_loggers_above_debug() -> None:
+    """Set the SDK's loggers to INFO, or to their effective level if that is higher.
+
+    Lambda's advanced logging controls (``AWS_LAMBDA_LOG_LEVEL=DEBUG``) set the root
+    logger to DEBUG, and the SDK's loggers inherit it. An explicit level on each
+    one stops that inheritance, so a root logger lowered later does not reach them.
+    """
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
 
 class DecisionLog:

@@ -6,20 +6,18 @@ existence and type, and recorded in the audit trail with who did it and why.
 
 import contextlib
 import fnmatch
-import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 from chalice import ChaliceViewError
 
-from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.arns import StateMachineArn, known_regions, parse_state_machine_arn
 from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
-from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance
+from chalicelib.commands import AbortHeld, Page, ResumeHeld, SwitchMaintenance, encode_next_token
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
@@ -54,23 +52,18 @@ _TAG_MAX = 256
 MAX_SWITCH_ATTEMPTS = 5
 
 
-@functools.cache
-def known_regions(partition: str) -> frozenset[str]:
-    """Step Functions regions in botocore's bundled endpoint data (no AWS call).
-
-    A typo such as ``us-east-7`` is a 400 instead of a connection error; a region
-    newer than the deployed botocore needs a boto3 upgrade.
-    """
-    return frozenset(boto3.session.Session().get_available_regions("stepfunctions", partition_name=partition))
-
-
-def tag_value(text: str) -> str:
+def tag_value(text: str) -> str | None:
     """Fit free text (a reason, an IAM ARN) into what a tag value may hold.
+
+    None when nothing of it fits: an empty value is never written as a tag, so it
+    reads back as None, and a state holding ``""`` would never equal the one read.
 
     >>> tag_value("deploy #42, db migration")
     'deploy 42 db migration'
+    >>> tag_value("#!&$") is None
+    True
     """
-    return " ".join(_TAG_UNSAFE.sub("", text).split())[:_TAG_MAX]
+    return " ".join(_TAG_UNSAFE.sub("", text).split())[:_TAG_MAX] or None
 
 
 class MaintenanceControl:
@@ -260,7 +253,7 @@ class MaintenanceControl:
         listed: list[dict[str, Any]] = []
         for machine in machines:
             if len(listed) == page.limit:
-                return {"stateMachines": listed, "nextToken": listed[-1]["stateMachineArn"]}
+                return {"stateMachines": listed, "nextToken": encode_next_token(listed[-1]["stateMachineArn"])}
             held = list(self._store.held(machine.name))
             on = self._flag.is_on_now(machine)
             if on or held:
@@ -294,13 +287,13 @@ class MaintenanceControl:
                     "key": item.key,
                 }
             )
-        return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": next_token}
+        return {"stateMachineArn": machine.unqualified, "paused": held, "nextToken": encode_next_token(next_token)}
 
     @aws_errors_as_http
     def audit(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:
         self.check(machine)
         events, next_token = self._audit.page(machine, page.limit, page.next_token)
-        return {"stateMachineArn": machine.unqualified, "events": events, "nextToken": next_token}
+        return {"stateMachineArn": machine.unqualified, "events": events, "nextToken": encode_next_token(next_token)}
 
     # -- acting on what is held
 
@@ -373,6 +366,8 @@ class MaintenanceControl:
                 f"stateMachineArn: {machine.unqualified} is not in this sfn-pauser's AllowedStateMachines "
                 f"({', '.join(self._allowed)})"
             )
+        # The parser knows the region's shape; this is botocore's list of those that exist,
+        # so a typo such as us-east-7 is a 400 instead of a connection error.
         if machine.region not in known_regions(machine.partition):
             raise InvalidArn(
                 "stateMachineArn",

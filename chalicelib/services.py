@@ -9,7 +9,7 @@ from chalicelib.clients import AwsClients
 from chalicelib.config import Settings
 from chalicelib.continuation import Drainer
 from chalicelib.flag import MaintenanceFlag
-from chalicelib.logs import DecisionLog
+from chalicelib.logs import DecisionLog, keep_sdk_loggers_above_debug
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
 from chalicelib.pauser import Pauser
@@ -32,6 +32,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, logger: logging.Logger, clients: AwsClients | None = None) -> "Services":
+        keep_sdk_loggers_above_debug()
         clients = clients or AwsClients(
             max_pool_connections=settings.resume_concurrency,
             send_rate_cap=settings.resume_rate_limit,

@@ -477,3 +477,15 @@ def test_any_status_query_is_answered_without_a_500(machines, client, query):
     valid_overview = not query and response.status_code == 200
     assert valid_overview or 400 <= response.status_code < 500, response.body
     assert b"Traceback" not in response.body
+
+
+@pytest.mark.parametrize("path", ["/maintenance", "/resume", "/abort"])
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_a_body_nested_too_deeply_for_the_parser_is_a_400_naming_the_body(machines, client, path, opening):
+    closing = "]" if opening == "[" else "}"
+    body = Raw(opening * 50_000 + "1" + closing * 50_000)
+
+    response = post(client, path, body)
+
+    assert_error(response, 400, "body", "InvalidField")
+    assert "nested too deeply" in json.loads(response.body)["Message"]

@@ -1,10 +1,11 @@
 """State machine ARNs: what the pauser accepts, and the unqualified ARN that carries the tags."""
 
 import pytest
+from botocore.loaders import create_loader
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.arns import StateMachineArn, known_regions, parse_state_machine_arn
 from chalicelib.errors import InvalidArn, InvalidInput
 
 PLAIN = "arn:aws:states:us-east-1:123456789012:stateMachine:Orders"
@@ -252,3 +253,79 @@ def test_whatever_the_text_it_parses_or_raises_invalid_arn(text):
     else:
         assert str(parsed) == text
         assert "/" not in parsed.name
+
+
+# -- partitions and regions come from botocore's data (issue 8, item 9)
+
+# Every (partition, region) the installed botocore lists: aws, aws-cn, aws-us-gov, aws-iso*, aws-eusc, ...
+BOTOCORE_REGIONS = [
+    (partition["id"], region)
+    for partition in create_loader().load_data("partitions")["partitions"]
+    for region in partition["regions"]
+    if not region.endswith("-global")  # endpoint aliases, not regions
+]
+NAMES_AWS_ALLOWS = ["Orders", "orders+eu", "billing@v2", "retry(1)", "Bestellungen-Süd"]
+
+
+def test_botocore_knows_the_partitions_the_design_names():
+    assert {"aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-eusc"} <= {p for p, _ in BOTOCORE_REGIONS}
+    assert ("aws-eusc", "eusc-de-east-1") in BOTOCORE_REGIONS
+
+
+@pytest.mark.parametrize("name", NAMES_AWS_ALLOWS)
+@pytest.mark.parametrize(("partition", "region"), BOTOCORE_REGIONS, ids=[f"{p}/{r}" for p, r in BOTOCORE_REGIONS])
+def test_accepts_every_region_of_every_partition_botocore_knows(partition, region, name):
+    arn = f"arn:{partition}:states:{region}:123456789012:stateMachine:{name}"
+
+    parsed = parse_state_machine_arn(arn + ":PROD")
+
+    assert (parsed.partition, parsed.region, parsed.name, parsed.unqualified) == (partition, region, name, arn)
+    assert region in known_regions(partition)
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws-cn:states:us-east-1:123456789012:stateMachine:Orders",
+        "arn:aws:states:cn-north-1:123456789012:stateMachine:Orders",
+        "arn:aws:states:eusc-de-east-1:123456789012:stateMachine:Orders",
+        "arn:aws-eusc:states:eu-west-1:123456789012:stateMachine:Orders",
+        "arn:aws-us-gov:states:us-iso-east-1:123456789012:stateMachine:Orders",
+        "arn:aws-iso:states:us-gov-west-1:123456789012:stateMachine:Orders",
+    ],
+)
+def test_rejects_a_region_of_another_partition(arn):
+    with pytest.raises(InvalidArn, match="is not a region of"):
+        parse_state_machine_arn(arn)
+
+
+@pytest.mark.parametrize("partition", ["aws-mars", "aws-eu", "aws-", "aws-iso-z", "Aws"])
+def test_rejects_a_partition_botocore_does_not_know(partition):
+    with pytest.raises(InvalidArn, match="partition"):
+        parse_state_machine_arn(f"arn:{partition}:states:us-east-1:123456789012:stateMachine:Orders")
+
+
+def test_a_region_of_a_known_shape_parses_but_is_not_a_known_region():
+    # The parser takes the partition's pattern, so a region newer than botocore still
+    # parses; the API's check then refuses it as unknown, with a 400.
+    parsed = parse_state_machine_arn("arn:aws:states:us-east-7:123456789012:stateMachine:Orders")
+
+    assert parsed.region not in known_regions("aws")
+    assert known_regions("aws-mars") == frozenset()
+
+
+# A partition first, then one of its regions: each partition is as likely as aws.
+botocore_partitions_and_regions = st.sampled_from(sorted({p for p, _ in BOTOCORE_REGIONS})).flatmap(
+    lambda partition: st.tuples(st.just(partition), st.sampled_from([r for p, r in BOTOCORE_REGIONS if p == partition]))
+)
+
+
+@given(botocore_partitions_and_regions, accounts, names, qualifiers)
+def test_a_valid_arn_in_any_partition_botocore_knows_round_trips(partition_and_region, account, name, qualifier):
+    partition, region = partition_and_region
+    unqualified = f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
+    arn = unqualified if qualifier is None else f"{unqualified}:{qualifier}"
+
+    parsed = parse_state_machine_arn(arn)
+
+    assert (str(parsed), parsed.unqualified, parsed.partition, parsed.region) == (arn, unqualified, partition, region)

@@ -18,6 +18,7 @@ from moto import mock_aws
 
 import app as chalice_app
 from chalicelib.commands import ABORT_ERROR, MAX_ERROR, MAX_MACHINES
+from chalicelib.deadline import Deadline
 from chalicelib.maintenance import tag_value
 from chalicelib.pauser import Pauser
 from tests.conftest import BUCKET, PREFIX
@@ -802,3 +803,121 @@ def test_the_audit_trail_pages_and_an_event_once_written_is_never_rewritten(plai
     now = plain.objects(AUDIT_FOLDER)
     assert len(now) == 5
     assert {key: now[key] for key in written} == written
+
+
+# -- instants beyond the calendar (issue 8, item 7)
+
+BEYOND_THE_CALENDAR = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]
+
+
+@pytest.mark.parametrize("until", BEYOND_THE_CALENDAR)
+def test_an_until_beyond_the_calendar_is_a_400_naming_until_and_changes_nothing(plain, client, until):
+    response = switch(client, stateMachineArn=ORDERS, enabled=True, until=until)
+
+    assert_error(response, 400, "until", "InvalidField")
+    assert plain.tags(ORDERS) == {}
+    assert plain.keys() == []
+
+
+@pytest.mark.parametrize("until", [*BEYOND_THE_CALENDAR, "next tuesday"])
+def test_an_unreadable_until_tag_holds_executions_and_neither_the_status_nor_the_sweep_fails(workflow, client, until):
+    # Set with the AWS CLI: nothing checked the value on its way in.
+    workflow.aws.sfn.tag_resource(
+        resourceArn=workflow.arn,
+        tags=[{"key": "Maintenance", "value": "true"}, {"key": "MaintenanceUntil", "value": until}],
+    )
+    execution = workflow.start({"n": 1})
+    workflow.wait_held(1)
+    wait_until(lambda: parked(workflow, execution), what="the execution parked")
+
+    status = ok(get(client, "/maintenance", stateMachineArn=workflow.arn))
+    overview = ok(get(client, "/maintenance"))
+    report = chalice_app.get_services().sweeper.sweep(Deadline(30))
+
+    assert (status["maintenance"], status["until"], status["paused"]) == (True, until, 1)
+    assert [machine["maintenance"] for machine in overview["stateMachines"]] == [True]
+    assert report.lifted == []
+    assert workflow.status(execution) == "RUNNING"
+    assert len(workflow.held_keys()) == 1
+
+
+# -- a reason no tag can hold (issue 8, item 14)
+
+
+def test_repeating_a_switch_whose_reason_no_tag_can_hold_changes_nothing_the_second_time(plain, client):
+    first = ok(switch(client, stateMachineArn=ORDERS, enabled=True, reason="#!&$"))
+    tags = plain.tags(ORDERS)
+
+    repeat = ok(switch(client, stateMachineArn=ORDERS, enabled=True, reason="#!&$"))
+
+    assert (first["changed"], repeat["changed"]) == (True, False)
+    assert (first["reason"], repeat["reason"]) == (None, None)
+    assert "MaintenanceReason" not in tags and plain.tags(ORDERS) == tags
+    # Each call is audited (with its reason whole); only the first one changed anything.
+    trail = events(client)
+    assert [(event["action"], event["changed"]) for event in trail] == [
+        ("maintenance-on", False),
+        ("maintenance-on", True),
+    ]
+    assert {event["reason"] for event in trail} == {"#!&$"}
+
+
+# -- pagination over every name AWS allows (issue 8, item 10)
+
+NAMES_AWS_ALLOWS = ["orders+eu", "billing@v2", "retry(1)", "Bestellungen-Süd", "Orders"]
+
+
+def test_the_overview_pages_one_machine_at_a_time_through_every_name_aws_allows(plain, client):
+    arns = [arn_of("Orders")] + [plain.machine(name) for name in NAMES_AWS_ALLOWS[:-1]]
+    for arn in arns:
+        ok(switch(client, stateMachineArn=arn, enabled=True))
+
+    found = pages(client, "/maintenance", "stateMachines", limit="1")
+
+    assert [len(page) for page in found[: len(arns)]] == [1] * len(arns)
+    assert sorted(entry["stateMachineArn"] for page in found for entry in page) == sorted(arns)
+
+
+@pytest.mark.parametrize("path", ["/maintenance", "/maintenance/paused", "/audit"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        arn_of("orders+eu"),  # a position as it was before it became a token
+        "YWJj=",  # padded: not how this API spells one
+        "YWJ",  # "ab" with stray bits: a second spelling of the token YWI
+        "_w",  # decodes to a byte that is not UTF-8
+        "AA",  # decodes to a control character
+        "a",  # cannot be base64 at all
+    ],
+)
+def test_a_next_token_this_api_did_not_give_out_is_a_400_naming_it(plain, client, path, token):
+    query = {"nextToken": token} if path == "/maintenance" else {"stateMachineArn": ORDERS, "nextToken": token}
+
+    assert_error(get(client, path, **query), 400, "nextToken", "InvalidField")
+
+
+# -- every partition botocore knows (issue 8, item 9)
+
+EUSC = "eusc-de-east-1"
+
+
+def test_a_machine_in_the_aws_eusc_partition_is_switched_held_listed_and_lifted(plain, client, session):
+    sfn = session.client("stepfunctions", region_name=EUSC)
+    machine = sfn.create_state_machine(
+        name="Orders", definition=PASS, roleArn=f"arn:aws-eusc:iam::{ACCOUNT}:role/states"
+    )["stateMachineArn"]
+    assert machine == f"arn:aws-eusc:states:{EUSC}:{ACCOUNT}:stateMachine:Orders"
+
+    on = ok(switch(client, stateMachineArn=machine, enabled=True, reason="deploy"))
+    token = hold(client, machine=machine)
+    status = ok(get(client, "/maintenance", stateMachineArn=machine))
+    overview = ok(get(client, "/maintenance"))
+    with counting_sends() as sends:
+        off = ok(switch(client, stateMachineArn=machine, enabled=False))
+
+    assert (on["maintenance"], on["changed"]) == (True, True)
+    assert {tag["key"]: tag["value"] for tag in sfn.list_tags_for_resource(resourceArn=machine)["tags"]} == {}
+    assert (status["maintenance"], status["paused"], status["reason"]) == (True, 1, "deploy")
+    assert machine in [entry["stateMachineArn"] for entry in overview["stateMachines"]]
+    assert (off["maintenance"], off["resumed"]) == (False, 1)
+    assert sends.successes == {token: 1}

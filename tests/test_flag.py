@@ -5,17 +5,19 @@ per-container cache, because ListTagsForResource refills at 1 call/s per account
 """
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.errors import InvalidArn, StateMachineNotFound
-from chalicelib.flag import MaintenanceFlag, MaintenanceState, parse_flag
+from chalicelib.flag import MaintenanceFlag, MaintenanceState, parse_flag, parse_instant
 from chalicelib.store import TokenStore
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION
@@ -383,3 +385,39 @@ def test_an_arn_that_aws_rejects_is_a_bad_request_naming_the_field(store):
         flag.read(MACHINE)
 
     assert str(raised.value).startswith("stateMachineArn:")
+
+
+# -- instants a user wrote: whatever they are, reading them never raises
+
+OFFSETS = st.timedeltas(min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)).map(
+    timezone
+)
+# The calendar's first and last day, where an offset can carry the UTC time out of it.
+EDGES = st.datetimes(max_value=datetime(1, 1, 2), timezones=OFFSETS) | st.datetimes(
+    min_value=datetime(9999, 12, 31), timezones=OFFSETS
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text()
+    | st.datetimes(timezones=st.timezones()).map(datetime.isoformat)
+    | st.datetimes(timezones=OFFSETS).map(datetime.isoformat)
+    | EDGES.map(datetime.isoformat)
+)
+def test_reading_an_instant_never_raises_and_gives_a_utc_time_or_none(text):
+    moment = parse_instant(text)
+
+    assert moment is None or moment.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_an_instant_beyond_the_calendar_in_utc_is_unreadable(text):
+    assert parse_instant(text) is None
+
+
+@pytest.mark.parametrize("until", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "whenever"])
+def test_an_unreadable_until_never_passes_so_maintenance_stays_on(until):
+    state = MaintenanceState(on=True, until=until)
+
+    assert (state.expired(NOW), state.effective(NOW)) == (False, True)

@@ -46,8 +46,9 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 import app as chalice_app
-from chalicelib.arns import account_region_of
+from chalicelib.arns import account_region_of, parse_state_machine_arn
 from chalicelib.clients import AwsClients
+from chalicelib.commands import SwitchMaintenance
 from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.services import Services
@@ -485,7 +486,26 @@ def sweep_part(world: World, strict: bool) -> None:
     lifted = attempt(strict, lambda: sweeper.sweep(TrippedDeadline(), home).as_dict())  # lifts, then out of time
     with world.as_function("sweep"):
         drained = attempt(strict, lambda: chalice_app.sweep(event, Context("sweep")))
+    # A lift overtaken by a pipeline's switch on: the pipeline's TagResource lands
+    # before the sweep's UntagResource, so the sweep puts the tags back to what the
+    # switch that took effect last says (it never switches maintenance on itself).
+    overtaken = world.machine("Refunds")
+    world.tag("Refunds", Maintenance="true", MaintenanceUntil=past)
+    pipeline = world.services("api_handler").control
+    lifting = world.services("sweep")
+    switched_on: list[Any] = []
+
+    def pipeline_switches_on(**_: Any) -> None:
+        if not switched_on:
+            command = SwitchMaintenance.turn(parse_state_machine_arn(overtaken), True, reason="deploy", resume=False)
+            switched_on.append(pipeline.switch(command.machines[0], command, "ci", Deadline(10)))
+
+    attempt(strict, lambda: lifting.flag.refresh(parse_state_machine_arn(overtaken)))  # known by its mirror
+    lifting.clients.sfn(REGION).meta.events.register("before-call.sfn.UntagResource", pipeline_switches_on)
+    raced = attempt(strict, lambda: lifting.sweeper.sweep(Deadline(10), home).as_dict())
     if strict:
+        assert switched_on and raced["lifted"] == [overtaken], raced
+        assert world.tags("Refunds").get("Maintenance") == "true"
         assert beats["heartbeats"] == 2, beats
         assert lifted["lifted"] == [arn] and world.tags("Invoices") == {}
         assert world.continuations and world.continuations[0]["stateMachineArn"] == arn

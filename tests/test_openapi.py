@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 import schemathesis
+from botocore.loaders import create_loader
 from chalice import ChaliceViewError, IAMAuthorizer
 from chalice.deploy.swagger import SwaggerGenerator
 from hypothesis import HealthCheck, given, settings
@@ -315,7 +316,8 @@ BOUNDS = {
     "page-next-token": (
         "#/components/parameters/NextToken/schema/maxLength",
         page_of_one,
-        lambda n: {"stateMachineArn": ORDERS, "nextToken": "t" * n},
+        # A token as the API gives them out: "MTEx" is "111" in base64url.
+        lambda n: {"stateMachineArn": ORDERS, "nextToken": ("MTEx" * n)[:n]},
     ),
 }
 
@@ -437,6 +439,28 @@ def test_the_documented_arn_pattern_accepts_exactly_what_the_parser_accepts(text
 )
 def test_the_documented_arn_pattern_and_the_parser_agree_on_known_cases(text):
     assert (ARN_PATTERN.fullmatch(text) is not None) == parses(text)
+
+
+def botocore_arns():
+    """An ARN in each region botocore lists, and the same ARN under each other partition."""
+    listed = [
+        (partition["id"], region)
+        for partition in create_loader().load_data("partitions")["partitions"]
+        for region in partition["regions"]
+        if not region.endswith("-global")
+    ]
+    for partition in sorted({partition for partition, _ in listed}):
+        for _, region in listed:
+            yield f"arn:{partition}:states:{region}:{ACCOUNT}:stateMachine:Orders"
+
+
+def test_the_documented_arn_pattern_and_the_parser_agree_on_every_partition_and_region_botocore_knows():
+    arns = list(botocore_arns())
+    accepted = [arn for arn in arns if parses(arn)]
+
+    assert [arn for arn in arns if ARN_PATTERN.fullmatch(arn)] == accepted
+    assert "arn:aws-eusc:states:eusc-de-east-1:123456789012:stateMachine:Orders" in accepted
+    assert "arn:aws:states:eusc-de-east-1:123456789012:stateMachine:Orders" not in accepted
 
 
 # -- errors
