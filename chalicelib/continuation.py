@@ -3,8 +3,9 @@
 When the deadline stops a resume, the rest continues in a fresh asynchronous
 invocation of the ``resumer`` function, which does the same until the backlog
 is empty. A chain stops when an invocation makes no progress (every token
-failed with a retryable error, or another resumer holds them all): the
-scheduled sweep picks the backlog up again a minute later.
+failed with a retryable error, another resumer holds them all, or a
+continuation's budget ran out before it tried one): the scheduled sweep picks
+the backlog up again a minute later.
 """
 
 import json
@@ -70,7 +71,11 @@ class Drainer:
         # A continuation resumes the whole backlog, so only a whole-backlog drain hands on;
         # a selective or limited resume reports what remains and the caller decides.
         whole = selected is None and limit is None
-        if whole and report.out_of_time and (report.progressed or report.attempted == 0):
+        # A caller that spent its budget before draining (a slow API call, a pauser
+        # near its timeout) hands the whole backlog on once; a continuation whose
+        # own budget went on listing and leasing would only do so again, so it stops.
+        untried = report.attempted == 0 and generation == 0
+        if whole and report.out_of_time and (report.progressed or untried):
             report.continued = self.continue_later(machine, generation + 1)
         elif report.remaining and not report.progressed and not report.busy:
             self._log.decision("stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining)

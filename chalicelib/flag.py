@@ -309,6 +309,20 @@ class MaintenanceFlag:
             "flags", machine.partition, machine.account, machine.region, f"{machine.name}.json"
         )
 
+    def forget(self, machine: StateMachineArn, asked_at: datetime) -> bool:
+        """Remove the mirror of a machine AWS said at ``asked_at`` it no longer has.
+
+        A mirror written since then (a namesake created anew and switched) is kept,
+        and so is one rewritten while this runs (the delete is If-Match).
+        """
+        key = self._mirror_key(machine)
+        found = self._store.get_document(key)
+        if found is None or str(found[0].get("refreshedAt", "")) >= iso_timestamp(asked_at):
+            return False
+        with self._lock:
+            self._cache.pop(machine.unqualified, None)
+        return self._store.delete_if_unchanged(key, found[1])
+
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
-from chalice import ChaliceViewError
 
 from chalicelib.arns import StateMachineArn, known_regions, parse_state_machine_arn
 from chalicelib.audit import AuditTrail
@@ -41,7 +40,7 @@ from chalicelib.flag import (
     MaintenanceState,
     Mirror,
 )
-from chalicelib.fleet import known_machines
+from chalicelib.fleet import Fleet, MachineError, known_machines
 from chalicelib.resumer import Abort, Resumer
 from chalicelib.store import TokenStore, iso_timestamp
 
@@ -78,6 +77,8 @@ class MaintenanceControl:
         cache_seconds: float,
         allowed: tuple[str, ...] = ("*",),
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        fleet: Fleet,
     ) -> None:
         self._flag = flag
         self._store = store
@@ -88,27 +89,25 @@ class MaintenanceControl:
         self._cache_seconds = cache_seconds
         self._allowed = allowed
         self._now = now
+        self._fleet = fleet
 
     # -- switching
 
     @aws_errors_as_http
     def switch_all(self, command: SwitchMaintenance, actor: str, deadline: Deadline) -> dict[str, Any]:
-        """The ``POST /maintenance`` command: one machine, or a result for each of many."""
+        """The ``POST /maintenance`` command: one machine, or a result for each of many.
+
+        In a bulk switch each machine answers for itself, AWS's failures included
+        (a throttled TagResource is that machine's 503), and the others are switched.
+        """
         if not command.bulk:
             return self.switch(command.machines[0], command, actor, deadline)
-        results = []
-        for machine in command.machines:
-            try:
-                results.append(self.switch(machine, command, actor, deadline))
-            except ChaliceViewError as error:
-                # One bad machine must not stop the others; each answers for itself.
-                results.append(
-                    {
-                        "stateMachineArn": str(machine),
-                        "error": {"Code": type(error).__name__, "Message": str(error), "Status": error.STATUS_CODE},
-                    }
-                )
-        return {"results": results}
+        switched = self._fleet.each(
+            "switch", command.machines, lambda machine: self.switch(machine, command, actor, deadline)
+        )
+        return {
+            "results": [outcome.as_entry() if isinstance(outcome, MachineError) else outcome for _, outcome in switched]
+        }
 
     def switch(
         self, machine: StateMachineArn, command: SwitchMaintenance, actor: str, deadline: Deadline
@@ -247,27 +246,36 @@ class MaintenanceControl:
 
     @aws_errors_as_http
     def overview(self, page: Page) -> dict[str, Any]:
-        """Every machine that holds tokens or is in maintenance (as mirrored), by ARN."""
-        machines = sorted(known_machines(self._flag, self._store), key=str)
+        """Every machine that holds tokens or is in maintenance (as mirrored), by ARN.
+
+        A machine that cannot be read (deleted, denied, throttled) is listed with
+        its own error; the others are listed as usual.
+        """
+        machines = sorted(known_machines(self._flag, self._store).machines, key=str)
         machines = [m for m in machines if self._is_allowed(m) and (not page.next_token or str(m) > page.next_token)]
         listed: list[dict[str, Any]] = []
-        for machine in machines:
-            if len(listed) == page.limit:
+        for position, (_, entry) in enumerate(self._fleet.each("overview", machines, self._overview_entry)):
+            if isinstance(entry, MachineError):
+                listed.append(entry.as_entry())
+            elif entry is not None:
+                listed.append(entry)
+            if len(listed) == page.limit and position + 1 < len(machines):
                 return {"stateMachines": listed, "nextToken": encode_next_token(listed[-1]["stateMachineArn"])}
-            held = list(self._store.held(machine.name))
-            on = self._flag.is_on_now(machine)
-            if on or held:
-                oldest = min((item.paused_at for item in held), default=None)
-                listed.append(
-                    {
-                        "stateMachineArn": machine.unqualified,
-                        "maintenance": on,
-                        "paused": len(held),
-                        "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
-                        "oldestPausedAgeSeconds": self._age(oldest),
-                    }
-                )
         return {"stateMachines": listed, "nextToken": None}
+
+    def _overview_entry(self, machine: StateMachineArn) -> dict[str, Any] | None:
+        held = list(self._store.held(machine))
+        on = self._flag.is_on_now(machine)
+        if not on and not held:
+            return None
+        oldest = min((item.paused_at for item in held), default=None)
+        return {
+            "stateMachineArn": machine.unqualified,
+            "maintenance": on,
+            "paused": len(held),
+            "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
+            "oldestPausedAgeSeconds": self._age(oldest),
+        }
 
     @aws_errors_as_http
     def paused(self, machine: StateMachineArn, page: Page) -> dict[str, Any]:

@@ -20,6 +20,7 @@ UNITS = {
     "Throttled": "Count",
     "Backlog": "Count",
     "Quarantined": "Count",
+    "MachineErrors": "Count",
     "OldestPausedAgeSeconds": "Seconds",
 }
 

@@ -9,6 +9,7 @@ from chalicelib.clients import AwsClients
 from chalicelib.config import Settings
 from chalicelib.continuation import Drainer
 from chalicelib.flag import MaintenanceFlag
+from chalicelib.fleet import Fleet
 from chalicelib.logs import DecisionLog, keep_sdk_loggers_above_debug
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
@@ -39,6 +40,7 @@ class Services:
         )
         log = DecisionLog(logger)
         metrics = Metrics()
+        fleet = Fleet(log, metrics)
         store = TokenStore(clients.s3(), settings.bucket, settings.prefix)
         flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds)
         resumer = Resumer(store, clients, log, settings.resume_concurrency)
@@ -52,6 +54,7 @@ class Services:
             clients,
             settings.maintenance_cache_seconds,
             settings.allowed_state_machines,
+            fleet=fleet,
         )
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return cls(
@@ -63,5 +66,7 @@ class Services:
             drainer=drainer,
             pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region),
             control=control,
-            sweeper=Sweeper(flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks),
+            sweeper=Sweeper(
+                flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks, fleet=fleet
+            ),
         )

@@ -13,6 +13,7 @@ folders):
 - emits backlog and oldest-age metrics.
 """
 
+import itertools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,18 +31,21 @@ from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
 from chalicelib.errors import StateMachineNotFound
 from chalicelib.flag import MaintenanceFlag
-from chalicelib.fleet import known_machines
+from chalicelib.fleet import Fleet, MachineError, known_machines
 from chalicelib.logs import DecisionLog
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
-from chalicelib.store import TokenStore, UnreadableHeldTask
+from chalicelib.store import TokenStore, UnreadableHeldTask, iso_timestamp
 
 # ListTagsForResource refills at 1/s: refresh at most this many mirrors a run,
-# the least recently refreshed first, so a large fleet is covered in turns.
+# the least recently visited first, so a large fleet is covered in turns: each
+# machine's tags are read at least once every ceil(machines / 50) runs.
 MAX_TAG_READS_PER_SWEEP = 50
 # No claim is held longer than one token's send (seconds); a Lambda lives 15 min.
 CLAIM_LEASE = timedelta(minutes=15)
 SWEEP_ACTOR = "sfn-pauser/sweep"
+# Bookkeeping of the refresh rotation, in the control folder.
+_VISITS = ("sweep", "visits.json")
 
 
 @dataclass
@@ -53,6 +57,13 @@ class SweepReport:
     heartbeats: int = 0
     expired: int = 0
     claims_cleared: int = 0
+    # Machines AWS no longer has: their held tasks are drained (to quarantine, as
+    # AWS refuses their tokens) and their mirrors removed once they hold none.
+    deleted: list[str] = field(default_factory=list)
+    # Token folders no state machine can have (a name with a space, say): skipped.
+    stray_folders: list[str] = field(default_factory=list)
+    # One entry per machine whose sweep failed, as an API answer would give it.
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -69,6 +80,8 @@ class Sweeper:
         log: DecisionLog,
         metrics: Metrics,
         heartbeat: bool,
+        *,
+        fleet: Fleet,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._flag = flag
@@ -79,6 +92,7 @@ class Sweeper:
         self._log = log
         self._metrics = metrics
         self._heartbeat = heartbeat
+        self._fleet = fleet
         self._now = now
 
     def sweep(self, deadline: Deadline, home: AccountRegion | None = None) -> SweepReport:
@@ -86,38 +100,45 @@ class Sweeper:
         folders whose tokens carry no ARN of their own (the seed's tokens)."""
         report = SweepReport()
         report.claims_cleared = self._clear_stale_claims()
-        machines = known_machines(self._flag, self._store, home)
-        report.machines = len(machines)
-        by_age = sorted(machines.items(), key=lambda item: item[1] or "")
-        for index, (machine, _) in enumerate(by_age):
-            if deadline.expired():
-                break
-            try:
-                self._sweep_one(machine, deadline, report, refresh=index < MAX_TAG_READS_PER_SWEEP)
-            except StateMachineNotFound:
-                self._log.decision("unknown-machine", logging.WARNING, stateMachine=machine.unqualified)
-            except (ClientError, BotoCoreError) as error:
-                self._log.decision(
-                    "sweep-failed", logging.WARNING, stateMachine=machine.unqualified, error=type(error).__name__
-                )
-        self._log.decision("swept", **report.as_dict())
+        known = known_machines(self._flag, self._store, home)
+        report.machines = len(known.machines)
+        for name in known.strays:
+            self._log.decision("stray-folder", logging.WARNING, folder=self._store.folder(name))
+        report.stray_folders = known.strays
+        # A machine's turn comes by when its tags were last read or tried, so one
+        # whose read fails (denied, throttled, deleted) does not keep the front.
+        visits = self._visits()
+        rotation = sorted(
+            known.machines, key=lambda machine: max(known.machines[machine] or "", visits.get(machine.unqualified, ""))
+        )
+        refresh = set(rotation[:MAX_TAG_READS_PER_SWEEP])
+        in_time = itertools.takewhile(lambda _: not deadline.expired(), rotation)
+        visited: dict[str, str] = {}
+        for machine, outcome in self._fleet.each(
+            "sweep", in_time, lambda machine: self._sweep_one(machine, deadline, report, machine in refresh)
+        ):
+            if machine in refresh:
+                visited[machine.unqualified] = iso_timestamp(self._now())
+            if isinstance(outcome, MachineError):
+                report.errors.append(outcome.as_entry())
+        self._record_visits(visits, visited, known.machines)
+        # Each error has its own line already; a fleet's worth would not fit one log event.
+        self._log.decision("swept", **{**report.as_dict(), "errors": len(report.errors)})
         return report
 
     def _sweep_one(self, machine: StateMachineArn, deadline: Deadline, report: SweepReport, refresh: bool) -> None:
-        if refresh:
-            state = self._flag.refresh(machine)
-            report.refreshed += 1
-            if state.expired(self._now()):
-                self._control.switch(
-                    machine,
-                    SwitchMaintenance.turn(machine, False, reason="until reached", resume=False),
-                    SWEEP_ACTOR,
-                    deadline,
-                )
-                report.lifted.append(machine.unqualified)
-            on = state.effective(self._now())
-        else:
-            on = self._flag.is_on_now(machine)
+        state = None
+        asked_at = self._now()
+        try:
+            if refresh:
+                state = self._flag.refresh(machine)
+                report.refreshed += 1
+                on = state.effective(self._now())
+            else:
+                on = self._flag.is_on_now(machine)  # reads the tags only when there is no mirror
+        except StateMachineNotFound:
+            self._retire(machine, deadline, report, asked_at)
+            return
         if not on:
             report.resumed += self._drainer.drain(machine, deadline).resumed
         elif self._heartbeat:
@@ -131,6 +152,53 @@ class Sweeper:
             Backlog=len(held),
             OldestPausedAgeSeconds=(self._now() - oldest).total_seconds() if oldest else 0,
         )
+        if state is not None and state.expired(self._now()):
+            # Last, so that a machine the sweep may not switch (outside the
+            # allow-list, an Express workflow) is still drained: a passed `until`
+            # is off for the task handlers too. Its error is its own entry.
+            self._control.switch(
+                machine,
+                SwitchMaintenance.turn(machine, False, reason="until reached", resume=False),
+                SWEEP_ACTOR,
+                deadline,
+            )
+            report.lifted.append(machine.unqualified)
+
+    def _retire(self, machine: StateMachineArn, deadline: Deadline, report: SweepReport, asked_at: datetime) -> None:
+        """A deleted machine is in no maintenance: let go of what it holds, then of its mirror."""
+        report.deleted.append(machine.unqualified)
+        drained = self._drainer.drain(machine, deadline)
+        report.resumed += drained.resumed
+        report.expired += drained.expired
+        forgotten = not drained.remaining and drained.complete and self._flag.forget(machine, asked_at)
+        self._log.decision(
+            "machine-deleted",
+            logging.WARNING,
+            stateMachine=machine.unqualified,
+            resumed=drained.resumed,
+            expired=drained.expired,
+            remaining=drained.remaining,
+            mirrorRemoved=forgotten,
+        )
+
+    def _visits(self) -> dict[str, str]:
+        """When each machine's tags were last read or tried (ISO 8601), by ARN."""
+        found = self._store.get_document(self._store.control_key(*_VISITS))
+        visits = found[0].get("visits") if found else None
+        return {str(arn): str(when) for arn, when in visits.items()} if isinstance(visits, dict) else {}
+
+    def _record_visits(
+        self, visits: dict[str, str], visited: dict[str, str], machines: dict[StateMachineArn, str | None]
+    ) -> None:
+        if not visited:
+            return
+        current = {machine.unqualified for machine in machines}
+        kept = {arn: when for arn, when in {**visits, **visited}.items() if arn in current}
+        try:
+            self._store.put_document(self._store.control_key(*_VISITS), {"visits": kept})
+        except faults.AWS_ERRORS as error:
+            # The next run starts from the mirrors' ages again: late, not lost.
+            self._log.decision("visits-not-recorded", logging.WARNING, error=faults.error_code(error))
 
     def _send_heartbeats(self, machine: StateMachineArn, deadline: Deadline) -> tuple[int, int]:
         sfn = self._clients.sfn(machine.region)

@@ -29,8 +29,11 @@ from tests.conftest import BUCKET, PREFIX, STAGE
 from tests.harness import ACCOUNT, REGION, RESUMER_FUNCTION_NAME, create_pauser_function, route_lambda_to, wait_until
 
 ORDERS = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:Orders"
-# Each generation is given this much time, so a small backlog already needs a chain.
-GENERATION_SECONDS = 0.05
+# Each generation may look at its deadline this many times (about one look per token
+# it takes on), so a small backlog already needs a chain. A budget in looks, not
+# seconds, is the same on a loaded machine: a time budget this small can run out
+# before a generation tries a token, and such a chain rightly stops.
+GENERATION_LOOKS = 8
 # Few sends in flight, so each generation resumes only a handful.
 CONCURRENCY = "4"
 CHAIN_ENV = {**STAGE["environment_variables"], "ResumeConcurrency": CONCURRENCY}
@@ -138,8 +141,21 @@ def resumer_runs(routed_lambda, client, chain_env, monkeypatch):
     return runs
 
 
-def short_budget(context, cap_seconds=None):
-    return Deadline(GENERATION_SECONDS)
+class Looks:
+    """A clock that moves one unit each time it is read."""
+
+    def __init__(self):
+        self._now = 0
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            self._now += 1
+            return self._now
+
+
+def short_budget(context=None, cap_seconds=None):
+    return Deadline(GENERATION_LOOKS, clock=Looks())
 
 
 def build():
@@ -175,7 +191,7 @@ def test_a_drain_cut_short_hands_on_and_the_chain_resumes_every_execution_exactl
     sends = count_sends(monkeypatch, original=StepFunctionsParserBackend.send_task_success)
     workflow.maintenance(None)
 
-    report = build().drainer.drain(parse_state_machine_arn(workflow.arn), Deadline(GENERATION_SECONDS))
+    report = build().drainer.drain(parse_state_machine_arn(workflow.arn), short_budget())
 
     assert report.out_of_time and report.continued
     assert 0 < report.resumed < 30
@@ -227,7 +243,7 @@ def test_a_drain_that_makes_no_progress_does_not_hand_on_and_logs_stalled(aws, b
     invokes = record_invokes(services)
 
     with caplog.at_level(logging.INFO, logger="test-continuation"):
-        report = services.drainer.drain(parse_state_machine_arn(ORDERS), Deadline(GENERATION_SECONDS))
+        report = services.drainer.drain(parse_state_machine_arn(ORDERS), short_budget())
 
     assert report.out_of_time  # the deadline cut it short, and still it must not continue
     assert sends.per_token  # the sends were tried, and failed
@@ -329,7 +345,7 @@ def test_max_generations_stops_a_chain_and_leaves_the_rest_held_for_the_sweep(aw
     for n in range(60):
         hold(services, f"token-{n}")
 
-    report = services.drainer.drain(parse_state_machine_arn(ORDERS), Deadline(GENERATION_SECONDS))
+    report = services.drainer.drain(parse_state_machine_arn(ORDERS), short_budget())
     assert report.continued
     resumer_runs.wait_quiet()
 
@@ -340,3 +356,38 @@ def test_max_generations_stops_a_chain_and_leaves_the_rest_held_for_the_sweep(aw
     assert set(sends.per_token.values()) == {1}
     assert not set(sends.per_token) & set(left)
     assert len(sends.per_token) + len(left) == 60
+
+
+# (e) A chain whose budget goes before any token is tried.
+
+
+@pytest.mark.stage_env(ResumeConcurrency=CONCURRENCY)
+def test_a_chain_whose_budgets_go_on_listing_and_leasing_stops_after_the_first_hand_on_and_logs_stalled(
+    aws, bucket, resumer_runs, monkeypatch, caplog
+):
+    # Each generation's budget is used up before it tries a single token (as listing
+    # and leasing did under a tiny budget): a chain would only spin until the bound.
+    monkeypatch.setattr(chalicelib.continuation, "MAX_GENERATIONS", 20)
+    monkeypatch.setattr(
+        chalice_app.Deadline, "for_context", staticmethod(lambda context, cap_seconds=None: Deadline(0))
+    )
+    sends = count_sends(monkeypatch)
+    create_pauser_function(aws.iam, aws.lambda_)
+    services = build()
+    for n in range(5):
+        hold(services, f"token-{n}")
+
+    with caplog.at_level(logging.INFO, logger=chalice_app.app.log.name):
+        report = services.drainer.drain(parse_state_machine_arn(ORDERS), Deadline(0))
+        assert report.continued  # the caller's own budget was spent: one hand-on
+        resumer_runs.wait_quiet()
+
+    assert resumer_runs.generations == [1]
+    assert sends.per_token == Counter()
+    assert len(tokens_held(aws)) == 5  # left held, for the sweep
+    stalled = [
+        json.loads(record.getMessage())
+        for record in caplog.records
+        if record.name == chalice_app.app.log.name and '"stalled"' in record.getMessage()
+    ]
+    assert stalled == [{"decision": "stalled", "stateMachine": ORDERS, "remaining": 5}]

@@ -21,9 +21,11 @@ from chalicelib.commands import ABORT_ERROR, MAX_ERROR, MAX_MACHINES
 from chalicelib.deadline import Deadline
 from chalicelib.maintenance import tag_value
 from chalicelib.pauser import Pauser
+from chalicelib.store import new_token_id
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION, wait_until
 from tests.sends import counting_sends
+from tests.test_fleet import for_machine, refuse, tags_of_deleted_machines_are_not_found
 
 
 def arn_of(name):
@@ -803,6 +805,104 @@ def test_the_audit_trail_pages_and_an_event_once_written_is_never_rewritten(plai
     now = plain.objects(AUDIT_FOLDER)
     assert len(now) == 5
     assert {key: now[key] for key in written} == written
+
+
+# -- one machine's trouble is that machine's: bulk switches and the overview
+
+
+def held_without_a_mirror(plain, machine):
+    """A token in the machine's folder, as the checkpoint saves it, and no flag mirror
+    (the overview then reads the machine's tags)."""
+    key = f"{PREFIX}{machine.rsplit(':', 1)[-1]}/{new_token_id()}.json"
+    body = {"taskToken": f"token-{uuid.uuid4()}", "timestamp": "2026-12-01T12:00:00.000Z", "stateMachineArn": machine}
+    plain.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
+
+
+AWS_FAULTS = {
+    "throttled": ("ThrottlingException", 400, "AwsUnavailable", 503),
+    "5xx": ("InternalFailure", 500, "AwsUnavailable", 503),
+    "denied-by-an-scp": ("AccessDeniedException", 400, "AwsAccessDenied", 403),
+    "an-unknown-error": ("KmsThrottlingBurpException", 400, "AwsError", 502),
+}
+
+
+@pytest.mark.parametrize("fault", AWS_FAULTS.values(), ids=AWS_FAULTS.keys())
+@pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
+def test_a_bulk_switch_in_which_aws_fails_one_machine_switches_the_others_and_answers_for_each(
+    plain, client, monkeypatch, fault, enabled
+):
+    code, status, answered, answered_status = fault
+    payments, billing = plain.machine("Payments"), plain.machine("Billing")
+    if not enabled:
+        ok(switch(client, stateMachineArns=[ORDERS, payments, billing], enabled=True))
+    operation = "TagResource" if enabled else "UntagResource"
+    refuse(monkeypatch, operation, code, status, when=for_machine(payments))
+
+    answer = ok(switch(client, stateMachineArns=[ORDERS, payments, billing], enabled=enabled))
+
+    first, failed, last = answer["results"]
+    assert (first["maintenance"], first["changed"]) == (enabled, True)
+    assert (last["maintenance"], last["changed"]) == (enabled, True)
+    assert failed["stateMachineArn"] == payments
+    assert (failed["error"]["Code"], failed["error"]["Status"]) == (answered, answered_status)
+    assert code in failed["error"]["Message"] or answered == "AwsAccessDenied"
+    for machine in (ORDERS, billing):
+        assert (plain.tags(machine).get("Maintenance") == "true") is enabled
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["tag", "untag"])
+def test_a_denied_tag_write_on_one_machine_answers_403_aws_access_denied(plain, client, monkeypatch, enabled):
+    if not enabled:
+        ok(switch(client, stateMachineArn=ORDERS, enabled=True))
+    refuse(monkeypatch, "TagResource" if enabled else "UntagResource", "AccessDeniedException")
+
+    response = switch(client, stateMachineArn=ORDERS, enabled=enabled)
+
+    assert response.status_code == 403, response.body
+    assert json.loads(response.body)["Code"] == "AwsAccessDenied"
+
+
+def deleted(plain, monkeypatch, machine):
+    plain.sfn.delete_state_machine(stateMachineArn=machine)
+    tags_of_deleted_machines_are_not_found(monkeypatch)
+
+
+def denied(plain, monkeypatch, machine):
+    refuse(monkeypatch, "ListTagsForResource", "AccessDeniedException", when=for_machine(machine))
+
+
+def throttled(plain, monkeypatch, machine):
+    refuse(monkeypatch, "ListTagsForResource", "ThrottlingException", when=for_machine(machine))
+
+
+@pytest.mark.parametrize(
+    ("trouble", "code", "status"),
+    [
+        (deleted, "StateMachineNotFound", 404),
+        (denied, "AwsAccessDenied", 403),
+        (throttled, "AwsUnavailable", 503),
+    ],
+    ids=["deleted", "denied", "throttled"],
+)
+def test_the_overview_lists_a_machine_it_cannot_read_with_its_own_error_and_the_others_as_usual(
+    plain, client, monkeypatch, trouble, code, status
+):
+    gone = plain.machine("Gone")
+    ok(switch(client, stateMachineArn=ORDERS, enabled=True))
+    hold(client, ORDERS)
+    held_without_a_mirror(plain, gone)
+    trouble(plain, monkeypatch, gone)
+
+    first = ok(get(client, "/maintenance", limit="1"))
+    second = ok(get(client, "/maintenance", limit="1", nextToken=first["nextToken"]))
+
+    [entry] = first["stateMachines"]
+    assert entry["stateMachineArn"] == gone
+    assert (entry["error"]["Code"], entry["error"]["Status"]) == (code, status)
+    assert [(item["stateMachineArn"], item["maintenance"], item["paused"]) for item in second["stateMachines"]] == [
+        (ORDERS, True, 1)
+    ]
+    assert second["nextToken"] is None
 
 
 # -- instants beyond the calendar (issue 8, item 7)

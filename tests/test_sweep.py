@@ -28,6 +28,7 @@ from chalicelib.services import Services
 from chalicelib.store import iso_timestamp
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION
+from tests.test_fleet import for_machine, refuse, tags_of_deleted_machines_are_not_found
 
 PASS = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/states-role"
@@ -51,11 +52,14 @@ class SendTasks:
         self.successes = Counter()
         self.heartbeats = Counter()
         self.heartbeat_errors = {}
+        self.success_errors = {}
         self._lock = threading.Lock()
 
     def send_task_success(self, backend, task_token, outcome):
         with self._lock:
             self.successes[task_token] += 1
+        if task_token in self.success_errors:
+            raise self.success_errors[task_token]
 
     def send_task_heartbeat(self, backend, task_token):
         with self._lock:
@@ -80,16 +84,17 @@ def sends(monkeypatch):
     return recorder
 
 
-def build(heartbeat=False):
-    settings = Settings(bucket=BUCKET, prefix=PREFIX, heartbeat_held_tasks=heartbeat)
+def build(heartbeat=False, allowed=("*",)):
+    settings = Settings(bucket=BUCKET, prefix=PREFIX, heartbeat_held_tasks=heartbeat, allowed_state_machines=allowed)
     return Services.build(settings, logging.getLogger("test-sweep"))
 
 
-def create_machine(aws, name="Orders", tags=None):
+def create_machine(aws, name="Orders", tags=None, kind="STANDARD"):
     return aws.sfn.create_state_machine(
         name=name,
         definition=PASS,
         roleArn=ROLE,
+        type=kind,
         tags=[{"key": key, "value": value} for key, value in (tags or {}).items()],
     )["stateMachineArn"]
 
@@ -347,3 +352,176 @@ def test_refreshes_at_most_max_tag_reads_mirrors_a_run_least_recently_refreshed_
     assert (first.machines, first.refreshed, second.refreshed) == (5, 2, 2)
     # A large fleet is covered in turns: the second run reads the next oldest.
     assert tag_reads == arns[:4]
+
+
+# (g) One machine's trouble is that machine's, and never stops the sweep for the others.
+
+
+class TaskDoesNotExist(AWSError):
+    TYPE = "TaskDoesNotExist"
+    STATUS = 400
+
+
+def past():
+    return iso_timestamp(datetime.now(UTC) - timedelta(minutes=5))
+
+
+def stray_folder(aws, services, monkeypatch, sends):
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}old exports/readme.txt", Body=b"exported by hand")
+    return {"stray_folders": ["old exports"]}
+
+
+def outside_the_allow_list_with_until_passed(aws, services, monkeypatch, sends):
+    arn = create_machine(aws, "Billing", tags={"Maintenance": "true", "MaintenanceUntil": past()})
+    hold(services, arn, "token-billing")
+    return {"errors": [(arn, "StateMachineNotAllowed", 403)], "tags": (arn, "true")}
+
+
+def a_deleted_machine(aws, services, monkeypatch, sends):
+    arn = create_machine(aws, "Gone")
+    hold(services, arn, "token-gone")
+    aws.sfn.delete_state_machine(stateMachineArn=arn)
+    tags_of_deleted_machines_are_not_found(monkeypatch)
+    sends.success_errors["token-gone"] = TaskDoesNotExist("Task does not exist")
+    return {"deleted": [arn], "expired": 1}
+
+
+def an_express_machine_with_until_passed(aws, services, monkeypatch, sends):
+    arn = create_machine(aws, "Quick", tags={"Maintenance": "true", "MaintenanceUntil": past()}, kind="EXPRESS")
+    hold(services, arn, "token-quick")
+    return {"errors": [(arn, "NotStandardWorkflow", 400)], "tags": (arn, "true")}
+
+
+def a_machine_the_role_may_not_read(aws, services, monkeypatch, sends):
+    arn = create_machine(aws, "Locked", tags={"Maintenance": "true"})
+    hold(services, arn, "token-locked")
+    refuse(monkeypatch, "ListTagsForResource", "AccessDeniedException", when=for_machine(arn))
+    return {"errors": [(arn, "AwsAccessDenied", 403)], "held": "token-locked"}
+
+
+def a_throttled_machine(aws, services, monkeypatch, sends):
+    arn = create_machine(aws, "Crowded", tags={"Maintenance": "true"})
+    hold(services, arn, "token-crowded")
+    refuse(monkeypatch, "ListTagsForResource", "ThrottlingException", when=for_machine(arn))
+    return {"errors": [(arn, "AwsUnavailable", 503)], "held": "token-crowded"}
+
+
+NEIGHBOURS = [
+    stray_folder,
+    outside_the_allow_list_with_until_passed,
+    a_deleted_machine,
+    an_express_machine_with_until_passed,
+    a_machine_the_role_may_not_read,
+    a_throttled_machine,
+]
+
+
+@pytest.mark.parametrize("neighbour", NEIGHBOURS, ids=[neighbour.__name__ for neighbour in NEIGHBOURS])
+def test_one_bad_neighbour_is_reported_for_itself_and_the_sweep_still_resumes_the_others(
+    aws, bucket, sends, monkeypatch, neighbour
+):
+    orders = create_machine(aws, tags={"Maintenance": "true"})
+    services = build(allowed=(f"arn:aws:states:*:{ACCOUNT}:stateMachine:[!B]*",))
+    services.flag.refresh(parse_state_machine_arn(orders))
+    for n in range(2):
+        hold(services, orders, f"token-{n}")
+    aws.sfn.untag_resource(resourceArn=orders, tagKeys=["Maintenance"])  # lifted with the AWS CLI
+    # The neighbour has no mirror yet, so the sweep reaches it before Orders.
+    expected = neighbour(aws, services, monkeypatch, sends)
+
+    report = services.sweeper.sweep(Deadline(30), home=HOME)
+
+    assert sends.successes["token-0"] == sends.successes["token-1"] == 1
+    assert held_keys(services) == []
+    assert mirror_of(aws, "Orders")["maintenance"] is False
+    errors = [(entry["stateMachineArn"], entry["error"]["Code"], entry["error"]["Status"]) for entry in report.errors]
+    assert errors == expected.get("errors", [])
+    assert report.stray_folders == expected.get("stray_folders", [])
+    assert report.deleted == expected.get("deleted", [])
+    assert report.expired == expected.get("expired", 0)
+    if "tags" in expected:  # the sweep did not switch what it may not switch
+        arn, value = expected["tags"]
+        assert tags_of(aws, arn)["Maintenance"] == value
+    if "held" in expected:  # what it could not read, it did not resume
+        assert sends.successes[expected["held"]] == 0
+
+
+def test_a_stray_folder_is_never_asked_about_as_a_machine(aws, bucket, sends, caplog):
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}old exports/readme.txt", Body=b"exported by hand")
+    services = build()
+    tag_reads = []
+    services.clients.sfn(REGION).meta.events.register(
+        "before-parameter-build.sfn.*", lambda params, **_: tag_reads.append(params)
+    )
+
+    with caplog.at_level(logging.INFO, logger="test-sweep"):
+        report = services.sweeper.sweep(Deadline(30), home=HOME)
+
+    assert (report.machines, report.stray_folders, tag_reads) == (0, ["old exports"], [])
+    decisions = [json.loads(record.getMessage()) for record in caplog.records]
+    assert {"decision": "stray-folder", "folder": f"{PREFIX}old exports/"} in decisions
+    assert exists(aws, f"{PREFIX}old exports/readme.txt")
+
+
+# (h) Machines whose tags cannot be read do not keep the refresh slots from the others.
+
+
+def test_deleted_machines_are_drained_and_forgotten_so_a_live_machine_lifted_by_cli_is_seen_within_the_bound(
+    workflow, aws, monkeypatch
+):
+    tags_of_deleted_machines_are_not_found(monkeypatch)
+    services = build()
+    deleted = []
+    for n in range(60):
+        arn = create_machine(aws, name=f"Stack{n:02}", tags={"Maintenance": "true"})
+        services.flag.refresh(parse_state_machine_arn(arn))
+        backdate(mirror_key(f"Stack{n:02}"), minutes=60 - n)
+        deleted.append(arn)
+    # Three of them still held executions when their stacks went away.
+    orphans = [hold(services, arn, f"token-of-{arn.rsplit(':', 1)[-1]}") for arn in deleted[:3]]
+    for arn in deleted:
+        aws.sfn.delete_state_machine(stateMachineArn=arn)
+    workflow.maintenance("true")
+    execution = workflow.start({"order": 1})
+    workflow.wait_held(1)
+    workflow.maintenance(None)  # aws stepfunctions untag-resource
+
+    # 61 machines, 50 tag reads a run: every machine is read within two runs.
+    first = services.sweeper.sweep(Deadline(30))
+    second = services.sweeper.sweep(Deadline(30))
+
+    assert mirror_of(aws, "Orders")["maintenance"] is False
+    assert json.loads(workflow.wait_for(execution, "SUCCEEDED")["output"]) == {"order": 1}
+    assert first.refreshed + second.refreshed + len(first.deleted) + len(second.deleted) == 61
+    assert sorted(first.deleted + second.deleted) == deleted
+    # A deleted machine's tokens are dead: AWS refuses them, and they are kept aside, not lost.
+    for key, arn in zip(orphans, deleted, strict=False):
+        assert not exists(aws, key)
+        assert len(list(services.store.quarantined(parse_state_machine_arn(arn)))) == 1
+    assert not any(exists(aws, mirror_key(arn.rsplit(":", 1)[-1])) for arn in deleted)
+    third = services.sweeper.sweep(Deadline(30))
+    assert (third.machines, third.deleted, third.errors) == (1, [], [])
+
+
+def test_a_machine_whose_tags_cannot_be_read_still_gives_up_its_turn(aws, bucket, sends, monkeypatch):
+    monkeypatch.setattr(chalicelib.sweep, "MAX_TAG_READS_PER_SWEEP", 2)
+    services = build()
+    denied = [create_machine(aws, name=f"Locked{n}", tags={"Maintenance": "true"}) for n in range(3)]
+    for age, arn in zip([30, 20, 10], denied, strict=True):
+        services.flag.refresh(parse_state_machine_arn(arn))
+        backdate(mirror_key(arn.rsplit(":", 1)[-1]), minutes=age)
+    orders = create_machine(aws, tags={"Maintenance": "true"})
+    services.flag.refresh(parse_state_machine_arn(orders))
+    hold(services, orders, "token-0")
+    aws.sfn.untag_resource(resourceArn=orders, tagKeys=["Maintenance"])
+    # An SCP denies the role these three machines' tags.
+    refuse(monkeypatch, "ListTagsForResource", "AccessDeniedException", when=lambda params: "Locked" in str(params))
+
+    first = services.sweeper.sweep(Deadline(30))
+    second = services.sweeper.sweep(Deadline(30))
+
+    assert mirror_of(aws, "Orders")["maintenance"] is False
+    assert sends.successes == Counter({"token-0": 1})
+    assert second.refreshed == 1 and second.resumed == 1
+    assert [len(first.errors), len(second.errors)] == [2, 1]
+    assert {entry["error"]["Status"] for entry in first.errors + second.errors} == {403}
