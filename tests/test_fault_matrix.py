@@ -2,10 +2,12 @@
 
 Each entry point is run once cleanly at collection time, and the calls it makes
 are recorded as *call sites* (``s3.PutObject[claims]``: the operation, and for
-S3 which folder the key is in). The matrix is every (entry point, call site,
-fault) with the five faults of :mod:`tests.fault_injection`, so a new call in
-the code is a new row without anyone writing a test for it. The matrix holds
-390 cells (78 call sites of 12 entry points, 5 faults each); a test keeps this
+S3 which folder the key is in: ``held`` for the machines' token folders, else
+the control folder's part, such as ``claims`` or ``tokens``, the token index).
+The matrix is every (entry point, call site, fault) with the five faults of
+:mod:`tests.fault_injection`, so a new call in the code is a new row without
+anyone writing a test for it. The matrix holds
+410 cells (82 call sites of 12 entry points, 5 faults each); a test keeps this
 figure honest, so a new call site means updating it here and in docs/reliability.md.
 
 A cell runs the entry point with the fault on that call site (for the pauser,
@@ -149,13 +151,13 @@ def _route_lambda(here: World, patch: pytest.MonkeyPatch) -> None:
         name = function_name.removeprefix("sfn-pauser-dev-")
         if name != "pauser":
             return here.client.lambda_.invoke(name, event).payload
-        run = Invocation()
-        here.pauser_runs.append(run)
+        invocation = Invocation()
+        here.pauser_runs.append(invocation)
         here.in_flight += 1
         try:
             return here.client.lambda_.invoke(name, event).payload
         except Exception as error:
-            run.error = type(error).__name__
+            invocation.error = type(error).__name__
             raise
         finally:
             if here.clear_after_first_pauser_run and len(here.pauser_runs) == 1:
@@ -361,7 +363,7 @@ def _folder_of(params: dict[str, Any]) -> str | None:
         return None
     if key.startswith(CONTROL):
         return key[len(CONTROL) :].split("/", 1)[0] or "control"
-    return "tokens" if key.startswith(PREFIX) else None
+    return "held" if key.startswith(PREFIX) else None
 
 
 def at_site(site: str) -> Callable[[dict[str, Any]], bool]:
@@ -373,9 +375,15 @@ def at_site(site: str) -> Callable[[dict[str, Any]], bool]:
     return matches
 
 
+def _begin_act(here: World) -> None:
+    """What the arrangement did is not the entry point's: forget its calls and pauser runs."""
+    here.faults.calls.clear()
+    here.pauser_runs.clear()
+
+
 def run_entry_point(entry: EntryPoint, here: World) -> Any:
     entry.arrange(here)
-    here.faults.calls.clear()
+    _begin_act(here)
     return entry.act(here)
 
 
@@ -402,11 +410,11 @@ _NOT_YET = {
         "the retry after a lost answer meets TaskTimedOut, and the execution just let go is reported expired "
         "and quarantined"
     ),
-    r"resumer\|s3\.(ListObjectsV2\[tokens\]|PutObject\[leases\])\|(throttling|5xx|timeout|denied)": (
+    r"resumer\|s3\.(ListObjectsV2\[held\]|PutObject\[leases\])\|(throttling|5xx|timeout|denied)": (
         "the resumer function raises a raw botocore error instead of a named one"
     ),
-    r"sweep\|s3\.ListObjectsV2\[(claims|flags|tokens)\]\|(throttling|5xx|timeout|denied)": (
-        "the sweep raises a raw botocore error when a fleet-wide listing fails"
+    r"sweep\|s3\.(ListObjectsV2\[(claims|flags|held)\]|GetObject\[sweep\])\|(throttling|5xx|timeout|denied)": (
+        "the sweep raises a raw botocore error when a fleet-wide listing or its visits record cannot be read"
     ),
     r"POST /maintenance off\|s3\.PutObject\[flags\]\|lost-response": (
         "the retry's 412 on its own mirror write reads as another switch: 409 SwitchContended, "
@@ -443,7 +451,7 @@ def test_a_fault_on_any_call_of_any_entry_point_loses_and_strands_nothing(entry_
     service, operation = site.partition("[")[0].split(".")
     with world(entry.interpreter, **entry.stage_env) as here:
         entry.arrange(here)
-        here.faults.calls.clear()
+        _begin_act(here)
         injected = here.faults.inject(service, operation, fault, when=at_site(site))
         answered_before = set(here.model.answered)
         try:
@@ -610,7 +618,7 @@ def test_the_matrix_size_in_the_docstring_is_the_matrix_run():
 def test_the_matrix_knows_every_entry_point_and_its_calls():
     assert set(_discovered) == set(ENTRY_POINTS)
     assert all(_discovered.values()), {name: sites for name, sites in _discovered.items() if not sites}
-    assert "s3.PutObject[tokens]" in _discovered["pauser-on"]
+    assert "s3.PutObject[held]" in _discovered["pauser-on"]
     assert "stepfunctions.SendTaskSuccess" in _discovered["pauser-off"]
 
 
