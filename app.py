@@ -42,7 +42,7 @@ def pauser(event: Any, context: Any) -> dict[str, Any]:
 def resumer(event: Any, context: Any) -> dict[str, Any]:
     """Carries on a resume that ran out of time (invoked asynchronously by the others)."""
     machine, generation = parse_continuation(event)
-    report = get_services().drainer.drain(machine, Deadline.for_context(context), generation=generation)
+    report = get_services().drainer.carry_on(machine, Deadline.for_context(context), generation)
     return report.as_dict()
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.limiter import AimdLimiter
+from chalicelib.faults import LostAnswers
+from chalicelib.limiter import PACED_OPERATIONS, AimdLimiter
 
 
 class AwsClients:
@@ -25,6 +26,7 @@ class AwsClients:
         self._session = session or boto3.session.Session()
         self._send_rate_cap = send_rate_cap or None
         self.limiters: dict[str, AimdLimiter] = {}
+        self.lost_answers = LostAnswers()
         self._config = Config(
             retries={"mode": "standard", "total_max_attempts": 3},
             max_pool_connections=max(10, max_pool_connections),
@@ -51,5 +53,6 @@ class AwsClients:
                 if service == "stepfunctions" and region is not None:
                     self.limiters[region] = AimdLimiter(max_rate=self._send_rate_cap)
                     self.limiters[region].attach(client)
+                    self.lost_answers.attach(client, PACED_OPERATIONS)
                 self._clients[key] = client
             return self._clients[key]

@@ -15,9 +15,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import faults
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.deadline import Deadline
-from chalicelib.errors import InvalidField
+from chalicelib.errors import InvalidField, Unavailable
 from chalicelib.fields import Fields
 from chalicelib.logs import DecisionLog
 from chalicelib.metrics import Metrics
@@ -80,6 +81,21 @@ class Drainer:
         elif report.remaining and not report.progressed and not report.busy:
             self._log.decision("stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining)
         return report
+
+    def carry_on(self, machine: StateMachineArn, deadline: Deadline, generation: int) -> ResumeReport:
+        """The ``resumer`` function's drain: an AWS fault is :class:`Unavailable`, by name.
+
+        Lambda retries a failed asynchronous invocation twice with the same event,
+        and the sweep takes up whatever is still held after that.
+        """
+        try:
+            return self.drain(machine, deadline, generation=generation)
+        except faults.AWS_ERRORS as error:
+            code = faults.error_code(error)
+            self._log.decision(
+                "continuation-unavailable", logging.WARNING, stateMachine=machine.unqualified, error=code
+            )
+            raise Unavailable(f"AWS answered {code} draining {machine.unqualified}; nothing was lost") from None
 
     def continue_later(self, machine: StateMachineArn, generation: int) -> bool:
         if self._resumer_function is None or generation > MAX_GENERATIONS:

@@ -12,7 +12,10 @@ questions of the same errors; answering them here keeps the rules from drifting:
 - *conflict*: a conditional S3 write or delete lost to another writer.
 """
 
-from botocore.exceptions import BotoCoreError, ClientError
+import threading
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 AWS_ERRORS = (ClientError, BotoCoreError)
 
@@ -95,3 +98,37 @@ def is_dead_token(error: BaseException) -> bool:
 
 def is_conflict(error: BaseException) -> bool:
     return isinstance(error, ClientError) and error_code(error) in CONFLICT_CODES
+
+
+class LostAnswers:
+    """Whether the call just made on this thread had an attempt whose answer was lost.
+
+    botocore retries a request whose answer timed out or was cut off, and that
+    attempt may have landed. For SendTaskSuccess the retry then meets AWS's
+    answer for a token already answered (``TaskTimedOut``): the call succeeded,
+    although it reports a dead token. A connect timeout, by contrast, never sent
+    anything. The retry loop does not say which attempts it made, so a
+    ``needs-retry`` hook remembers it, per thread (clients are shared by threads).
+    """
+
+    # Attempts that reached AWS, or may have: the answer was lost on the way back.
+    _MAY_HAVE_LANDED = (ReadTimeoutError, ConnectionClosedError)
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def attach(self, client: Any, operations: tuple[str, ...]) -> None:
+        service = client.meta.service_model.service_id.hyphenize()
+        for operation in operations:
+            client.meta.events.register(f"needs-retry.{service}.{operation}", self._observe)
+
+    def reset(self) -> None:
+        self._local.lost = False
+
+    def happened(self) -> bool:
+        """Since :meth:`reset` on this thread, an attempt may have landed without our hearing."""
+        return bool(getattr(self._local, "lost", False))
+
+    def _observe(self, caught_exception: BaseException | None = None, **_: Any) -> None:
+        if isinstance(caught_exception, self._MAY_HAVE_LANDED):
+            self._local.lost = True

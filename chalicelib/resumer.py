@@ -156,11 +156,20 @@ class _Deletions:
         except (ClientError, BotoCoreError) as error:
             failed = keys
             self._log.decision("delete-failed", logging.WARNING, keys=len(keys), error=_code(error))
-        if failed:
-            # The executions have resumed; a leftover token meets TaskTimedOut on a
-            # later resume and is quarantined, and a leftover claim goes stale and
-            # is cleared by the sweep. Nothing is lost, so log and go on.
-            self._log.decision("delete-failed", logging.WARNING, keys=len(failed))
+        if not failed:
+            return
+        # The executions have resumed, and their tokens must not be sent again (AWS
+        # would answer TaskTimedOut, and they would be reported expired). Their
+        # claims, left in place, keep other resumers off them; the list of what is
+        # finished goes where the sweep deletes it, once S3 answers again.
+        try:
+            deferred = self._store.defer_deletes(failed)
+        except (ClientError, BotoCoreError) as error:
+            # Nothing is lost even so: a leftover token meets TaskTimedOut once its
+            # claim goes stale, and is quarantined.
+            self._log.decision("delete-failed", logging.WARNING, keys=len(failed), error=_code(error))
+            return
+        self._log.decision("delete-deferred", logging.WARNING, keys=len(failed), deferred=deferred)
 
 
 class Resumer:
@@ -340,6 +349,7 @@ class Resumer:
             "token": fingerprint(task.task_token),
         }
         output = task.output if abort is None else ""
+        self._clients.lost_answers.reset()
         try:
             if abort is not None:
                 sfn.send_task_failure(taskToken=task.task_token, error=abort.error, cause=abort.cause)
@@ -356,14 +366,18 @@ class Resumer:
                 sfn.send_task_success(taskToken=task.task_token, output=output)
         except ClientError as error:
             code = _code(error)
-            if faults.is_dead_token(error):
-                target = self._store.quarantine(task.key, code, machine)
-                self._log.decision("expired", logging.WARNING, error=code, quarantine=target, **common)
-                return Outcome.EXPIRED
-            if code in OUTPUT_ERRORS and abort is None:
-                message = error.response["Error"].get("Message", code)
-                return self._fail_output(machine, task, INVALID_OUTPUT_ERROR, f"AWS refused it: {message}", common)
-            raise
+            if not (faults.is_dead_token(error) and self._clients.lost_answers.happened()):
+                if faults.is_dead_token(error):
+                    target = self._store.quarantine(task.key, code, machine)
+                    self._log.decision("expired", logging.WARNING, error=code, quarantine=target, **common)
+                    return Outcome.EXPIRED
+                if code in OUTPUT_ERRORS and abort is None:
+                    message = error.response["Error"].get("Message", code)
+                    return self._fail_output(machine, task, INVALID_OUTPUT_ERROR, f"AWS refused it: {message}", common)
+                raise
+            # An earlier attempt of this very call landed and its answer was lost;
+            # botocore's retry met the token it had just answered.
+            self._log.decision("answer-lost", error=code, **common)
         self._log.decision("resumed" if abort is None else "aborted", **common)
         return Outcome.RESUMED
 

@@ -344,17 +344,17 @@ class TokenStore:
     # folder, away from the token folders.
 
     def put_document(self, key: str, body: dict[str, Any], *, if_match: str | None = None) -> str | None:
-        """Write a JSON document and return its ETag; with ``if_match``, None when it changed since."""
-        extra = {"IfMatch": if_match} if if_match else {}
-        try:
+        """Write a JSON document and return its ETag; with ``if_match``, None when it changed since.
+
+        Like :meth:`create`, a 412 is checked against what is there: a retried
+        write whose first attempt landed (its answer lost) is this call's own.
+        """
+        if not if_match:
             response = self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=dumps(body).encode(), ContentType="application/json", **extra
+                Bucket=self.bucket, Key=key, Body=dumps(body).encode(), ContentType="application/json"
             )
-        except ClientError as error:
-            if if_match and (faults.is_conflict(error) or faults.is_not_found(error)):
-                return None
-            raise
-        return str(response["ETag"])
+            return str(response["ETag"])
+        return self._write_conditionally(key, body, IfMatch=if_match)
 
     def create(self, key: str, body: dict[str, Any]) -> str | None:
         """Create a JSON document and return its ETag; None when another writer's is there.
@@ -365,13 +365,16 @@ class TokenStore:
         byte for byte what this call wrote (every body we create carries a time
         and an id of its own), it is this call's write, and its ETag is returned.
         """
+        return self._write_conditionally(key, body, IfNoneMatch="*")
+
+    def _write_conditionally(self, key: str, body: dict[str, Any], **condition: str) -> str | None:
         data = dumps(body).encode()
         try:
             response = self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", IfNoneMatch="*"
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **condition
             )
         except ClientError as error:
-            if not faults.is_conflict(error):
+            if not (faults.is_conflict(error) or faults.is_not_found(error)):
                 raise
             found = self._get(key)
             return found[1] if found is not None and found[0] == data else None
@@ -484,6 +487,30 @@ class TokenStore:
         key, etag = lease
         with contextlib.suppress(ClientError, BotoCoreError):  # else it expires by itself
             self.delete_if_unchanged(key, etag)
+
+    # Deletes that S3 refused after a token's outcome was known are kept as a list
+    # under ``deferred/``, which the sweep works off: a finished token must not
+    # stay where a resumer would send it again.
+
+    def defer_deletes(self, keys: list[str]) -> str:
+        """Keep keys whose delete failed, for :meth:`finish_deferred_deletes`; returns the list's key."""
+        key = self.control_key("deferred", f"{new_token_id()}.json")
+        self.put_document(key, {"keys": keys})
+        return key
+
+    def finish_deferred_deletes(self) -> int:
+        """Delete what resumers could not; returns how many keys were deleted."""
+        deleted = 0
+        for key, _, _ in self.list_documents(self.control_key("deferred", "")):
+            found = self.get_document(key)
+            keys = found[0].get("keys") if found else None
+            pending = (
+                [k for k in keys if isinstance(k, str) and k.startswith(self.prefix)] if isinstance(keys, list) else []
+            )
+            if not self.delete_many(pending):
+                self.delete(key)
+                deleted += len(pending)
+        return deleted
 
     def quarantined(self, machine: StateMachineArn) -> Iterator[str]:
         """Keys of the machine's quarantined tasks."""

@@ -29,7 +29,7 @@ from chalicelib.clients import AwsClients
 from chalicelib.commands import SwitchMaintenance
 from chalicelib.continuation import Drainer
 from chalicelib.deadline import Deadline
-from chalicelib.errors import StateMachineNotFound
+from chalicelib.errors import StateMachineNotFound, Unavailable
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.fleet import Fleet, MachineError, known_machines
 from chalicelib.logs import DecisionLog
@@ -57,6 +57,7 @@ class SweepReport:
     heartbeats: int = 0
     expired: int = 0
     claims_cleared: int = 0
+    deferred_deleted: int = 0  # finished tokens whose delete a resumer had to leave to the sweep
     # Machines AWS no longer has: their held tasks are drained (to quarantine, as
     # AWS refuses their tokens) and their mirrors removed once they hold none.
     deleted: list[str] = field(default_factory=list)
@@ -99,8 +100,17 @@ class Sweeper:
         """One pass. ``home`` (this function's account and region) places the token
         folders whose tokens carry no ARN of their own (the seed's tokens)."""
         report = SweepReport()
-        report.claims_cleared = self._clear_stale_claims()
-        known = known_machines(self._flag, self._store, home)
+        # Bookkeeping first; if S3 refuses it, the machines still get their turn.
+        report.deferred_deleted = self._housekeeping("deferred-deletes", self._store.finish_deferred_deletes)
+        report.claims_cleared = self._housekeeping("stale-claims", self._clear_stale_claims)
+        try:
+            known = known_machines(self._flag, self._store, home)
+        except faults.AWS_ERRORS as error:
+            code = faults.error_code(error)
+            self._log.decision("sweep-unavailable", logging.WARNING, error=code)
+            raise Unavailable(
+                f"AWS answered {code} while listing the machines to sweep; the next run tries again"
+            ) from None
         report.machines = len(known.machines)
         for name in known.strays:
             self._log.decision("stray-folder", logging.WARNING, folder=self._store.folder(name))
@@ -181,9 +191,21 @@ class Sweeper:
             mirrorRemoved=forgotten,
         )
 
+    def _housekeeping(self, what: str, work: Callable[[], int]) -> int:
+        try:
+            return work()
+        except faults.AWS_ERRORS as error:
+            self._log.decision("housekeeping-failed", logging.WARNING, work=what, error=faults.error_code(error))
+            return 0
+
     def _visits(self) -> dict[str, str]:
-        """When each machine's tags were last read or tried (ISO 8601), by ARN."""
-        found = self._store.get_document(self._store.control_key(*_VISITS))
+        """When each machine's tags were last read or tried (ISO 8601), by ARN; none if unreadable."""
+        try:
+            found = self._store.get_document(self._store.control_key(*_VISITS))
+        except faults.AWS_ERRORS as error:
+            # The turns then follow the mirrors' ages alone: late, not lost.
+            self._log.decision("visits-unreadable", logging.WARNING, error=faults.error_code(error))
+            return {}
         visits = found[0].get("visits") if found else None
         return {str(arn): str(when) for arn, when in visits.items()} if isinstance(visits, dict) else {}
 

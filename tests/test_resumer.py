@@ -25,6 +25,7 @@ from moto import mock_aws
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.deadline import Deadline
 from chalicelib.events import parse_checkpoint_event
+from chalicelib.faults import LostAnswers
 from chalicelib.logs import DecisionLog
 from chalicelib.resumer import Resumer
 from chalicelib.store import HeldKey, TokenStore
@@ -93,6 +94,7 @@ class Clients:
         self._sfn = sfn
         self.regions = set()
         self.limiters = {}  # no send pacing in these tests
+        self.lost_answers = LostAnswers()  # no botocore retries in the fake client: never set
 
     def s3(self):
         return self._s3
