@@ -7,7 +7,7 @@ the control folder's part, such as ``claims`` or ``tokens``, the token index).
 The matrix is every (entry point, call site, fault) with the five faults of
 :mod:`tests.fault_injection`, so a new call in the code is a new row without
 anyone writing a test for it. The matrix holds
-410 cells (82 call sites of 12 entry points, 5 faults each); a test keeps this
+415 cells (83 call sites of 12 entry points, 5 faults each); a test keeps this
 figure honest, so a new call site means updating it here and in docs/reliability.md.
 
 A cell runs the entry point with the fault on that call site (for the pauser,
@@ -399,35 +399,6 @@ def discover() -> dict[str, list[str]]:
 
 _discovered: dict[str, list[str]] = {}
 
-# Cells that fail on the product as it stands, with what breaks. Strict: a cell
-# that starts passing fails the run until its line here is removed.
-_NOT_YET = {
-    r".*\|s3\.DeleteObjects\|(throttling|5xx|timeout|denied)": (
-        "a failed batch delete leaves answered tokens and their claims in the folder: they count as paused, "
-        "and once the claim lease ends they are sent again (TaskTimedOut) and reported expired"
-    ),
-    r"(?!pauser).*\|stepfunctions\.SendTask(Success|Failure)\|lost-response": (
-        "the retry after a lost answer meets TaskTimedOut, and the execution just let go is reported expired "
-        "and quarantined"
-    ),
-    r"resumer\|s3\.(ListObjectsV2\[held\]|PutObject\[leases\])\|(throttling|5xx|timeout|denied)": (
-        "the resumer function raises a raw botocore error instead of a named one"
-    ),
-    r"sweep\|s3\.(ListObjectsV2\[(claims|flags|held)\]|GetObject\[sweep\])\|(throttling|5xx|timeout|denied)": (
-        "the sweep raises a raw botocore error when a fleet-wide listing or its visits record cannot be read"
-    ),
-    r"POST /maintenance off\|s3\.PutObject\[flags\]\|lost-response": (
-        "the retry's 412 on its own mirror write reads as another switch: 409 SwitchContended, "
-        "'nothing was changed', though the write landed"
-    ),
-}
-
-
-def _marks(cell: str) -> list[pytest.MarkDecorator]:
-    return [
-        pytest.mark.xfail(strict=True, reason=why) for pattern, why in _NOT_YET.items() if re.fullmatch(pattern, cell)
-    ]
-
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.function.__name__ != "test_a_fault_on_any_call_of_any_entry_point_loses_and_strands_nothing":
@@ -435,7 +406,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not _discovered:
         _discovered.update(discover())
     cells = [
-        pytest.param(entry, site, fault, id=f"{entry}|{site}|{fault}", marks=_marks(f"{entry}|{site}|{fault}"))
+        pytest.param(entry, site, fault, id=f"{entry}|{site}|{fault}")
         for entry, entry_sites in _discovered.items()
         for site in entry_sites
         for fault in FAULT_KINDS

@@ -73,7 +73,9 @@ def test_a_dead_token_is_quarantined_under_its_own_machine_only(neighbourhood: N
     untouched(neighbourhood)
 
 
-@pytest.mark.xfail(strict=True, reason="the sweep raises StateMachineNotAllowed for the machine outside the allow-list")
+@pytest.mark.xfail(
+    strict=True, reason="the other account's namesake is heartbeaten through this account's endpoint (InvalidToken)"
+)
 @pytest.mark.stage_env(AllowedStateMachines=ALLOWED, HeartbeatHeldTasks="true")
 def test_heartbeats_go_to_each_token_s_own_region_and_keep_every_namesake_held(neighbourhood: Neighbourhood, client):
     sfn_in(ACCOUNT, REGION).tag_resource(resourceArn=neighbourhood.home, tags=[{"key": "Maintenance", "value": "true"}])
@@ -88,10 +90,6 @@ def test_heartbeats_go_to_each_token_s_own_region_and_keep_every_namesake_held(n
     assert neighbourhood.neighbour_tokens() <= neighbourhood.held()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweep raises StateMachineNotAllowed for the machine outside the allow-list",
-)
 @pytest.mark.parametrize(
     "cache_seconds",
     [
@@ -110,19 +108,47 @@ def test_a_sweep_finds_every_machine_holding_tokens_in_a_shared_folder(
     sweep(client)
 
     lifted = neighbourhood.tokens[neighbourhood.home] + neighbourhood.tokens[neighbourhood.other_region]
-    model = neighbourhood.model
-    assert set(model.successes) == set(lifted), "every machine holding tokens in the folder is found"
-    assert dict(model.misdirected) == {}
-    others = neighbourhood.neighbour_tokens() - set(lifted)
-    assert others <= neighbourhood.held() and model.successes.keys().isdisjoint(others)
+    assert set(lifted) <= set(neighbourhood.model.successes), "every machine holding tokens in the folder is found"
 
 
-@pytest.mark.xfail(strict=True, reason="the sweep raises StateMachineNotAllowed for the machine outside the allow-list")
 def test_one_bad_neighbour_never_stops_the_sweep_for_the_others(neighbourhood: Neighbourhood, client):
     report = sweep(client)
 
-    assert report["resumed"] == 3, report
-    assert set(neighbourhood.model.successes) == set(neighbourhood.tokens[neighbourhood.home])
+    assert set(neighbourhood.tokens[neighbourhood.home]) <= set(neighbourhood.model.successes), report
+    reported = {error["stateMachineArn"] for error in report.get("errors", [])}
+    assert neighbourhood.outsider in reported, "the machine the sweep may not act on is reported"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the sweep reports the machine outside the allow-list as not allowed, yet resumes its held task",
+)
+def test_the_sweep_leaves_a_machine_outside_the_allow_list_alone(neighbourhood: Neighbourhood, client):
+    sweep(client)
+
+    outsider = set(neighbourhood.tokens[neighbourhood.outsider])
+    assert outsider <= neighbourhood.held() and outsider.isdisjoint(neighbourhood.touched())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the sweep sends the other account's namesake's token through this account's endpoint "
+    "(InvalidToken) and quarantines it, though it is alive",
+)
+@pytest.mark.parametrize(
+    "heartbeats",
+    [
+        pytest.param(value, marks=pytest.mark.stage_env(AllowedStateMachines=ALLOWED, HeartbeatHeldTasks=value))
+        for value in ("false", "true")
+    ],
+)
+def test_a_namesake_in_another_account_is_never_sent_to_or_quarantined(
+    neighbourhood: Neighbourhood, client, heartbeats
+):
+    sweep(client)
+
+    theirs = set(neighbourhood.tokens[neighbourhood.other_account])
+    assert theirs <= neighbourhood.held() and theirs.isdisjoint(neighbourhood.touched())
 
 
 def test_counts_and_listings_show_only_the_machine_asked_about(neighbourhood: Neighbourhood, client):
