@@ -14,6 +14,10 @@ from the tags every minute. Each container reuses what it read for
 - a tag changed with the AWS CLI is seen within the sweep period (60 s) plus
   ``MaintenanceCacheSeconds``;
 - ``MaintenanceCacheSeconds=0`` reads the tags on every invocation, as the seed did.
+  Past about 1 execution/s those reads are throttled; a read that fails falls
+  back to the latest flag known (this container's last good read, or the
+  mirror if it is newer), and says so in a ``flag-fallback`` log line. Only
+  with nothing known does the checkpoint hold.
 
 A machine the mirror has never seen is read from its tags once, and mirrored.
 
@@ -29,6 +33,7 @@ otherwise be taken for an operator's change. A switch that died on the way is
 no longer counted after ``SWITCH_GRACE_SECONDS``.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,9 +43,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import faults
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.clients import AwsClients
-from chalicelib.errors import InvalidArn, about_state_machine
+from chalicelib.errors import AwsAccessDenied, InvalidArn, about_state_machine
+from chalicelib.logs import DecisionLog
 from chalicelib.store import TokenStore, iso_timestamp
 
 TAG = "Maintenance"
@@ -117,6 +124,16 @@ class Mirror:
     etag: str
     switched_at: str | None  # the last API switch that took effect, ISO 8601
     open: int = 0  # switches whose tag writes may still be landing
+    refreshed_at: str | None = None  # when the state was last known true (read or switched), ISO 8601
+
+
+@dataclass(frozen=True)
+class Known:
+    """A flag known from earlier, for when the tags cannot be read: what, from where, as of when."""
+
+    state: MaintenanceState
+    source: str  # "last-read" (this container's last good tag read) or "mirror"
+    at: datetime | None
 
 
 class MaintenanceFlag:
@@ -127,13 +144,16 @@ class MaintenanceFlag:
         cache_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        log: DecisionLog | None = None,
     ) -> None:
         self._clients = clients
         self._store = store
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._now = now
+        self._log = log or DecisionLog(logging.getLogger(__name__))
         self._cache: dict[str, tuple[float, MaintenanceState]] = {}
+        self._last_read: dict[str, tuple[datetime, MaintenanceState]] = {}
         self._lock = threading.Lock()
         self._registered: set[str] = set()
         self.tag_reads = 0
@@ -150,9 +170,7 @@ class MaintenanceFlag:
     def is_on_now(self, machine: StateMachineArn) -> bool:
         """The flag from the mirror (or the tags, with no cache), bypassing this container's cache."""
         if self._cache_seconds <= 0:
-            state = self.read(machine)
-            self._register(machine, state)
-            return state.effective(self._now())
+            return self._read_or_known(machine).effective(self._now())
         mirror = self.mirror(machine)
         state = mirror.state if mirror is not None else self.refresh(machine)
         self._remember(machine, state)
@@ -166,7 +184,60 @@ class MaintenanceFlag:
             response = sfn.list_tags_for_resource(resourceArn=machine.unqualified)
         except ClientError as error:
             raise about_state_machine(error, machine.unqualified) from None
-        return MaintenanceState.from_tags({tag["key"]: tag["value"] for tag in response.get("tags", [])})
+        state = MaintenanceState.from_tags({tag["key"]: tag["value"] for tag in response.get("tags", [])})
+        with self._lock:
+            self._last_read[machine.unqualified] = (self._now(), state)
+        return state
+
+    def _read_or_known(self, machine: StateMachineArn) -> MaintenanceState:
+        """The tags, as ``MaintenanceCacheSeconds=0`` asks; if they cannot be read, the latest known flag.
+
+        ListTagsForResource refills at 1/s per account and region, so above about
+        1 execution/s reads are throttled past botocore's retries. Taking such a
+        read for "on" held nearly every execution while maintenance was off; so a
+        failed read falls back to :meth:`known` and logs ``flag-fallback`` with
+        what it used. A machine that does not exist, or an ARN AWS refuses, is no
+        failed read and raises as usual; with nothing known the error is raised
+        too, and the checkpoint holds.
+        """
+        try:
+            state = self.read(machine)
+        except (*faults.AWS_ERRORS, AwsAccessDenied) as error:
+            known = self.known(machine)
+            if known is None:
+                raise
+            self._log.decision(
+                "flag-fallback",
+                logging.WARNING,
+                stateMachine=machine.unqualified,
+                error=faults.error_code(error) if isinstance(error, faults.AWS_ERRORS) else type(error).__name__,
+                fallback=known.source,
+                maintenance=known.state.effective(self._now()),
+                knownAt=iso_timestamp(known.at) if known.at else None,
+            )
+            return known.state
+        self._register(machine, state)
+        return state
+
+    def known(self, machine: StateMachineArn) -> Known | None:
+        """The latest flag known without reading the tags: this container's last good read,
+        or the mirror when it is newer (a switch, or the sweep's refresh, since that read).
+
+        A switch whose tags are still on their way is the mirror's whatever the
+        times say: a tag read in that window saw the tags before they followed it.
+        """
+        with self._lock:
+            last = self._last_read.get(machine.unqualified)
+        try:
+            mirror = self.mirror(machine)
+        except faults.AWS_ERRORS:
+            mirror = None
+        mirrored_at = parse_instant(mirror.refreshed_at) if mirror and mirror.refreshed_at else None
+        if mirror is not None and (
+            last is None or self.in_flight(mirror) or (mirrored_at is not None and mirrored_at >= last[0])
+        ):
+            return Known(mirror.state, "mirror", mirrored_at)
+        return Known(last[1], "last-read", last[0]) if last is not None else None
 
     def current(self, machine: StateMachineArn) -> MaintenanceState:
         """What an operator is told: a switch on its way as it took effect, else the tags."""
@@ -233,6 +304,7 @@ class MaintenanceFlag:
         body, etag = found
         switched_at = body.get("switchedAt")
         open_switches = body.get("open")
+        refreshed_at = body.get("refreshedAt")
         return Mirror(
             state=MaintenanceState(
                 on=body.get("maintenance") is True,
@@ -244,6 +316,7 @@ class MaintenanceFlag:
             etag=etag,
             switched_at=switched_at if isinstance(switched_at, str) else None,
             open=open_switches if isinstance(open_switches, int) and not isinstance(open_switches, bool) else 0,
+            refreshed_at=refreshed_at if isinstance(refreshed_at, str) else None,
         )
 
     def _write(
@@ -261,7 +334,7 @@ class MaintenanceFlag:
             etag = self._store.create(key, body)
         else:
             etag = self._store.put_document(key, body, if_match=base.etag)
-        return Mirror(state, etag, switched_at, open) if etag else None
+        return Mirror(state, etag, switched_at, open, body["refreshedAt"]) if etag else None
 
     def _body(
         self, machine: StateMachineArn, state: MaintenanceState, source: str, switched_at: str | None, open: int

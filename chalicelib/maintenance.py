@@ -130,8 +130,15 @@ class MaintenanceControl:
             changed = after != before if command.enabled else before.on
             result: dict[str, Any] = {"stateMachineArn": machine.unqualified, "maintenance": command.enabled}
             if command.dry_run:
-                held = sum(1 for _ in self._store.held(machine))
-                return {**result, "changed": changed, "dryRun": True, "paused": held, **_shown(after)}
+                held = self._store.count_held(machine)
+                return {
+                    **result,
+                    "changed": changed,
+                    "dryRun": True,
+                    "paused": held.count,
+                    "pausedCapped": held.capped,
+                    **_shown(after),
+                }
             published = self._flag.publish(machine, after, base)
             if published is not None:
                 break
@@ -230,18 +237,22 @@ class MaintenanceControl:
 
     @aws_errors_as_http
     def status(self, machine: StateMachineArn) -> dict[str, Any]:
+        """The flag, and what is held counted up to a cap (``pausedCapped``: at least ``paused``),
+        so the answer comes in bounded time whatever the backlog."""
         self.check(machine)
         state = self._flag.current(machine)
-        held = list(self._store.held(machine))
-        oldest = min((item.paused_at for item in held), default=None)
+        held = self._store.count_held(machine)
+        quarantined = self._store.count_quarantined(machine)
         return {
             "stateMachineArn": machine.unqualified,
             "maintenance": state.effective(self._now()),
             **_shown(state),
-            "paused": len(held),
-            "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
-            "oldestPausedAgeSeconds": self._age(oldest),
-            "quarantined": sum(1 for _ in self._store.quarantined(machine)),
+            "paused": held.count,
+            "pausedCapped": held.capped,
+            "oldestPausedAt": iso_timestamp(held.oldest) if held.oldest else None,
+            "oldestPausedAgeSeconds": self._age(held.oldest),
+            "quarantined": quarantined.count,
+            "quarantinedCapped": quarantined.capped,
         }
 
     @aws_errors_as_http
@@ -264,17 +275,18 @@ class MaintenanceControl:
         return {"stateMachines": listed, "nextToken": None}
 
     def _overview_entry(self, machine: StateMachineArn) -> dict[str, Any] | None:
-        held = list(self._store.held(machine))
+        # One page per machine: a page of the overview may name 1,000 machines.
+        held = self._store.count_held(machine, pages=1)
         on = self._flag.is_on_now(machine)
-        if not on and not held:
+        if not on and not held.count and not held.capped:
             return None
-        oldest = min((item.paused_at for item in held), default=None)
         return {
             "stateMachineArn": machine.unqualified,
             "maintenance": on,
-            "paused": len(held),
-            "oldestPausedAt": iso_timestamp(oldest) if oldest else None,
-            "oldestPausedAgeSeconds": self._age(oldest),
+            "paused": held.count,
+            "pausedCapped": held.capped,
+            "oldestPausedAt": iso_timestamp(held.oldest) if held.oldest else None,
+            "oldestPausedAgeSeconds": self._age(held.oldest),
         }
 
     @aws_errors_as_http

@@ -42,7 +42,7 @@ class Services:
         metrics = Metrics()
         fleet = Fleet(log, metrics)
         store = TokenStore(clients.s3(), settings.bucket, settings.prefix)
-        flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds)
+        flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds, log=log)
         resumer = Resumer(store, clients, log, settings.resume_concurrency)
         drainer = Drainer(resumer, clients.lambda_, settings.resumer_function, log, metrics)
         control = MaintenanceControl(

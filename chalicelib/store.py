@@ -9,6 +9,7 @@ and is never taken for a token.
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -28,6 +29,10 @@ from chalicelib.errors import InvalidArn
 from chalicelib.events import CheckpointEvent
 
 CONTROL_FOLDER = "_sfn-pauser"
+# ListObjectsV2 answers at most 1,000 keys a call.
+LIST_PAGE_SIZE = 1000
+# A count on a request path lists at most this many pages (10,000 keys, about 1 s).
+COUNT_PAGES = 10
 _TOKEN_NAME = re.compile(
     r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json",
     re.IGNORECASE,
@@ -128,6 +133,15 @@ class HeldKey:
     key: str
     paused_at: datetime
     etag: str = ""
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A count that stops at a cap: with ``capped``, at least ``count`` (more were not listed)."""
+
+    count: int
+    capped: bool
+    oldest: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -548,6 +562,48 @@ class TokenStore:
         except (ValueError, AttributeError):
             return []
         return [self.token_index_key(token)] if isinstance(token, str) and token else []
+
+    # Counting for status and metrics: a listing read one page at a time, and at
+    # most ``pages`` pages, so the time, the calls and the memory a count takes do
+    # not grow with the backlog (1,000,000 held keys would be about 1,000 calls
+    # and 330 MiB listed whole). Past the cap a count is "at least".
+
+    def count_held(self, machine: StateMachineArn, pages: int = COUNT_PAGES) -> "Counted":
+        """How many tasks ``machine`` holds, counted from its folder's first ``pages`` pages,
+        and the oldest of them.
+
+        Only the machine's own keys count: a namesake's (another region or
+        account, same folder) are listed but left out, so the pages bound the
+        calls, not the count. Time-ordered keys list in pause order, so the first
+        one is the oldest whatever the backlog; a legacy UUID4 key is placed by
+        its LastModified among the pages listed.
+        """
+        folder = self.folder(machine.name)
+        count, oldest = 0, None
+        last: dict[str, Any] = {}
+        for last in self._first_pages(folder, pages, Delimiter="/"):
+            found = [held.paused_at for held in self._held_in(last, folder, machine)]
+            count += len(found)
+            oldest = min(filter(None, [oldest, *found]), default=None)
+        return Counted(count, bool(last.get("IsTruncated")), oldest)
+
+    def count_quarantined(self, machine: StateMachineArn, pages: int = COUNT_PAGES) -> "Counted":
+        """How many of the machine's tasks are in quarantine, from at most ``pages`` pages."""
+        count = 0
+        last: dict[str, Any] = {}
+        for last in self._first_pages(self.quarantine_folder(machine), pages):
+            count += len(last.get("Contents", []))
+        return Counted(count, bool(last.get("IsTruncated")))
+
+    def _first_pages(self, prefix: str, pages: int, **extra: str) -> Iterator[dict[str, Any]]:
+        """Up to ``pages`` listing pages below ``prefix``, one at a time. The paginator asks
+        for a page only once the previous one is taken, so stopping here stops the
+        calls; the last page taken says (``IsTruncated``) whether more were left."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        listing = paginator.paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}, **extra
+        )
+        yield from itertools.islice(listing, pages)
 
 
 def _machine_path(machine: StateMachineArn) -> tuple[str, str, str, str]:

@@ -15,8 +15,9 @@ folders):
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +45,7 @@ MAX_TAG_READS_PER_SWEEP = 50
 # No claim is held longer than one token's send (seconds); a Lambda lives 15 min.
 CLAIM_LEASE = timedelta(minutes=15)
 SWEEP_ACTOR = "sfn-pauser/sweep"
+HEARTBEAT_WORKERS = 8
 # Bookkeeping of the refresh rotation, in the control folder.
 _VISITS = ("sweep", "visits.json")
 
@@ -155,12 +157,13 @@ class Sweeper:
             beats, expired = self._send_heartbeats(machine, deadline)
             report.heartbeats += beats
             report.expired += expired
-        held = list(self._store.held(machine))
-        oldest = min((item.paused_at for item in held), default=None)
+        # One listing a minute per machine, whatever it holds: Backlog stops at a page
+        # (at least 1,000), and the oldest key is the first listed.
+        held = self._store.count_held(machine, pages=1)
         self._metrics.emit(
             machine.name,
-            Backlog=len(held),
-            OldestPausedAgeSeconds=(self._now() - oldest).total_seconds() if oldest else 0,
+            Backlog=held.count,
+            OldestPausedAgeSeconds=(self._now() - held.oldest).total_seconds() if held.oldest else 0,
         )
         if state is not None and state.expired(self._now()):
             # Last, so that a machine the sweep may not switch (outside the
@@ -247,9 +250,20 @@ class Sweeper:
                 return "failed"
             return "beat"
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            outcomes = list(pool.map(beat, [item.key for item in self._store.held(machine)]))
-        return outcomes.count("beat"), outcomes.count("expired")
+        # The listing is streamed, a few beats in flight at a time, and stops at the
+        # deadline: a backlog held whole would be about 350 bytes a key.
+        outcomes: Counter[str] = Counter()
+        in_flight: set[Future[str]] = set()
+        with ThreadPoolExecutor(max_workers=HEARTBEAT_WORKERS) as pool:
+            for item in self._store.held(machine):
+                if deadline.expired():
+                    break
+                in_flight.add(pool.submit(beat, item.key))
+                if len(in_flight) >= HEARTBEAT_WORKERS:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    outcomes.update(future.result() for future in done)
+            outcomes.update(future.result() for future in wait(in_flight).done)
+        return outcomes["beat"], outcomes["expired"]
 
     def _clear_stale_claims(self) -> int:
         cleared = 0

@@ -17,15 +17,17 @@ from chalice.local import LambdaContext
 from moto import mock_aws
 
 import app as chalice_app
+from chalicelib.arns import parse_state_machine_arn
 from chalicelib.commands import ABORT_ERROR, MAX_ERROR, MAX_MACHINES
 from chalicelib.deadline import Deadline
 from chalicelib.maintenance import tag_value
 from chalicelib.pauser import Pauser
-from chalicelib.store import new_token_id
+from chalicelib.store import COUNT_PAGES, iso_timestamp, machine_tag, new_token_id, paused_at_of
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION, wait_until
 from tests.sends import counting_sends
 from tests.test_fleet import for_machine, refuse, tags_of_deleted_machines_are_not_found
+from tests.test_store import SmallPages
 
 
 def arn_of(name):
@@ -1021,3 +1023,75 @@ def test_a_machine_in_the_aws_eusc_partition_is_switched_held_listed_and_lifted(
     assert machine in [entry["stateMachineArn"] for entry in overview["stateMachines"]]
     assert (off["maintenance"], off["resumed"]) == (False, 1)
     assert sends.successes == {token: 1}
+
+
+# -- counts in bounded time whatever the backlog (issue 9, item 6)
+
+FOLDER = f"{PREFIX}Orders/"
+QUARANTINE = f"{PREFIX}_sfn-pauser/quarantine/aws/{ACCOUNT}/{REGION}/Orders/"
+
+
+def small_pages(client, monkeypatch):
+    """The app's S3 listings in pages of 5 keys (COUNT_PAGES of them stand in for 10,000), recorded."""
+    return SmallPages(chalice_app.get_services().clients.s3(), monkeypatch, 5)
+
+
+def backlog(plain, count, machine=ORDERS):
+    """``count`` tasks held for ``machine``, written straight to S3 as the checkpoint names them; their keys."""
+    parsed = parse_state_machine_arn(machine)
+    first = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
+    keys = [f"{PREFIX}{parsed.name}/{new_token_id(first + n, machine_tag(parsed))}.json" for n in range(count)]
+    for key in keys:
+        plain.s3.put_object(
+            Bucket=BUCKET, Key=key, Body=json.dumps({"taskToken": key, "stateMachineArn": machine}).encode()
+        )
+    return keys
+
+
+def paused_at(key):
+    return iso_timestamp(paused_at_of(key.rsplit("/", 1)[-1].removesuffix(".json")))
+
+
+@pytest.mark.parametrize("held", [60, 300])
+def test_the_status_counts_a_backlog_past_its_cap_in_the_same_listings_whatever_its_size(
+    plain, client, monkeypatch, held
+):
+    keys = backlog(plain, held)
+    pages = small_pages(client, monkeypatch)
+
+    status = ok(get(client, "/maintenance", stateMachineArn=ORDERS))
+
+    assert (status["paused"], status["pausedCapped"]) == (5 * COUNT_PAGES, True)
+    assert status["oldestPausedAt"] == paused_at(keys[0])
+    assert (len(pages.of(FOLDER)), len(pages.of(QUARANTINE))) == (COUNT_PAGES, 1)
+
+
+def test_the_status_counts_a_backlog_under_its_cap_exactly(plain, client, monkeypatch):
+    keys = backlog(plain, 12)
+    small_pages(client, monkeypatch)
+
+    status = ok(get(client, "/maintenance", stateMachineArn=ORDERS))
+
+    assert (status["paused"], status["pausedCapped"], status["oldestPausedAt"]) == (12, False, paused_at(keys[0]))
+    assert (status["quarantined"], status["quarantinedCapped"]) == (0, False)
+
+
+def test_a_dry_run_counts_a_backlog_past_its_cap_in_bounded_listings(plain, client, monkeypatch):
+    backlog(plain, 300)
+    pages = small_pages(client, monkeypatch)
+
+    answer = ok(switch(client, stateMachineArn=ORDERS, enabled=False, dryRun=True))
+
+    assert (answer["paused"], answer["pausedCapped"]) == (5 * COUNT_PAGES, True)
+    assert len(pages.of(FOLDER)) == COUNT_PAGES
+
+
+@pytest.mark.parametrize("held", [12, 300])
+def test_the_overview_lists_each_machine_once_whatever_its_backlog(plain, client, monkeypatch, held):
+    backlog(plain, held)
+    pages = small_pages(client, monkeypatch)
+
+    [entry] = ok(get(client, "/maintenance"))["stateMachines"]
+
+    assert (entry["stateMachineArn"], entry["paused"], entry["pausedCapped"]) == (ORDERS, 5, True)
+    assert len(pages.of(FOLDER)) == 2  # the folder's first page to find its machines, then the count

@@ -5,6 +5,8 @@ per-container cache, because ListTagsForResource refills at 1 call/s per account
 """
 
 import json
+import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import boto3
@@ -15,12 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+import app as chalice_app
 from chalicelib.arns import parse_state_machine_arn
-from chalicelib.errors import InvalidArn, StateMachineNotFound
+from chalicelib.errors import AwsAccessDenied, InvalidArn, StateMachineNotFound
 from chalicelib.flag import MaintenanceFlag, MaintenanceState, parse_flag, parse_instant
 from chalicelib.store import TokenStore
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION
+from tests.test_fleet import for_machine, refuse
 
 ORDERS = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:Orders"
 BILLING = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:Billing"
@@ -421,3 +425,149 @@ def test_an_unreadable_until_never_passes_so_maintenance_stays_on(until):
     state = MaintenanceState(on=True, until=until)
 
     assert (state.expired(NOW), state.effective(NOW)) == (False, True)
+
+
+# -- MaintenanceCacheSeconds=0 above 1 execution/s (issue 9, item 3): ListTagsForResource
+#    refills at 1/s, so reads are throttled; a failed read follows the latest flag known,
+#    and only with nothing known does the checkpoint hold.
+
+THROTTLED = "ThrottlingException"
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: str
+
+
+def answering(*replies):
+    """Step Functions whose ListTagsForResource answers in turn: a Maintenance value (None: no
+    tag), or a :class:`Refused` error as AWS gives it once botocore's retries are spent."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    stubber = Stubber(sfn)
+    for reply in replies:
+        if isinstance(reply, Refused):
+            stubber.add_client_error(
+                "list_tags_for_resource", reply.code, http_status_code=400, expected_params={"resourceArn": ORDERS}
+            )
+        else:
+            tags = [] if reply is None else [{"key": "Maintenance", "value": reply}]
+            stubber.add_response("list_tags_for_resource", {"tags": tags}, {"resourceArn": ORDERS})
+    stubber.activate()
+    return Clients(sfn)
+
+
+class Moment:
+    """Wall-clock time the test moves by hand."""
+
+    def __init__(self):
+        self.at = NOW
+
+    def __call__(self):
+        return self.at
+
+
+def fallbacks(caplog):
+    return [json.loads(r.getMessage()) for r in caplog.records if '"flag-fallback"' in r.getMessage()]
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_without_a_cache_a_throttled_read_follows_this_containers_last_good_read(store, caplog, value):
+    # The sweep mirrored the opposite half a minute ago; this container read the tags since.
+    MaintenanceFlag(None, store, 10, now=lambda: NOW - timedelta(seconds=30)).record(
+        MACHINE, MaintenanceState(on=value != "true"), "tags"
+    )
+    moment = Moment()
+    flag = MaintenanceFlag(answering(value, Refused(THROTTLED)), store, 0, now=moment)
+    assert flag.is_on(MACHINE) is (value == "true")
+    moment.at = NOW + timedelta(seconds=5)
+
+    with caplog.at_level(logging.WARNING):
+        on = flag.is_on(MACHINE)
+
+    assert on is (value == "true")
+    assert fallbacks(caplog) == [
+        {
+            "decision": "flag-fallback",
+            "stateMachine": ORDERS,
+            "error": THROTTLED,
+            "fallback": "last-read",
+            "maintenance": value == "true",
+            "knownAt": "2026-01-01T12:00:00.000Z",
+        }
+    ]
+
+
+def test_without_a_cache_a_throttled_read_sees_a_switch_made_since_the_last_good_read(store, caplog):
+    moment = Moment()
+    flag = MaintenanceFlag(answering("false", Refused(THROTTLED)), store, 0, now=moment)
+    assert flag.is_on(MACHINE) is False
+    # A switch through the API writes the mirror; its tags are throttled like everything else.
+    MaintenanceFlag(None, store, 10, now=lambda: NOW + timedelta(seconds=1)).record(
+        MACHINE, MaintenanceState(on=True), "api"
+    )
+    moment.at = NOW + timedelta(seconds=2)
+
+    with caplog.at_level(logging.WARNING):
+        on = flag.is_on(MACHINE)
+
+    assert on is True
+    assert [(line["fallback"], line["maintenance"]) for line in fallbacks(caplog)] == [("mirror", True)]
+
+
+def test_without_a_cache_a_throttled_read_in_a_fresh_container_follows_the_mirror(store):
+    MaintenanceFlag(None, store, 10, now=lambda: NOW).record(MACHINE, MaintenanceState(on=True), "api")
+
+    assert MaintenanceFlag(answering(Refused(THROTTLED)), store, 0, now=Moment()).is_on(MACHINE) is True
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [(THROTTLED, ClientError), ("AccessDeniedException", AwsAccessDenied)],
+    ids=["throttled", "denied"],
+)
+def test_without_a_cache_a_failed_read_with_nothing_known_raises_so_the_checkpoint_holds(store, caplog, code, raised):
+    flag = MaintenanceFlag(answering(Refused(code)), store, 0, now=Moment())
+
+    with caplog.at_level(logging.WARNING), pytest.raises(raised):
+        flag.is_on(MACHINE)
+    assert fallbacks(caplog) == []
+
+
+def test_without_a_cache_a_machine_aws_no_longer_has_is_not_found_whatever_was_known(store):
+    flag = MaintenanceFlag(answering("false", Refused("StateMachineDoesNotExist")), store, 0, now=Moment())
+    flag.is_on(MACHINE)
+
+    with pytest.raises(StateMachineNotFound):
+        flag.is_on(MACHINE)
+
+
+@pytest.mark.stage_env(MaintenanceCacheSeconds="0")
+@pytest.mark.parametrize("known", ["false", "true", None], ids=["known-off", "known-on", "nothing-known"])
+def test_without_a_cache_a_checkpoint_whose_tag_reads_are_throttled_follows_the_last_known_flag(
+    workflow, monkeypatch, caplog, known
+):
+    monkeypatch.setattr(chalice_app.app.log, "propagate", True)  # Chalice keeps app.log to itself
+    if known is not None:
+        workflow.maintenance(known)
+        first = workflow.start({"order": 1})
+        if known == "true":
+            workflow.wait_held(1)
+        else:
+            workflow.wait_for(first, "SUCCEEDED")
+    refuse(monkeypatch, "ListTagsForResource", THROTTLED, when=for_machine(workflow.arn))
+
+    with caplog.at_level(logging.INFO):
+        execution = workflow.start({"order": 2})
+        if known == "false":
+            finished = workflow.wait_for(execution, "SUCCEEDED")
+            assert json.loads(finished["output"]) == {"order": 2}
+        else:
+            workflow.wait_held(2 if known else 1)
+            assert workflow.status(execution) == "RUNNING"
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "sfn-pauser"]
+    if known is None:
+        assert "flag-unreadable" in [line["decision"] for line in lines]
+        assert fallbacks(caplog) == []
+    else:
+        assert {line["maintenance"] for line in fallbacks(caplog)} == {known == "true"}

@@ -12,7 +12,15 @@ from moto import mock_aws
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.config import Settings
 from chalicelib.events import parse_checkpoint_event
-from chalicelib.store import TokenStore, UnreadableHeldTask, machine_tag, machine_tag_of, paused_at_of
+from chalicelib.store import (
+    Counted,
+    TokenStore,
+    UnreadableHeldTask,
+    machine_tag,
+    machine_tag_of,
+    new_token_id,
+    paused_at_of,
+)
 from tests.conftest import BUCKET
 from tests.harness import REGION
 
@@ -464,3 +472,109 @@ def test_quarantine_removes_the_token_index_with_the_task(s3):
     store.quarantine(key, "TaskTimedOut", ORDERS)
 
     assert store.save_once(event()).first is True  # the index no longer points at a moved task
+
+
+# -- counting without listing the whole backlog (issue 9, item 6)
+
+
+class SmallPages:
+    """S3 listings in pages of ``size`` keys instead of 1,000, for every listing a client makes
+    (with or without a page size of its own), each recorded: a backlog of hundreds then
+    lists as one of hundreds of thousands would."""
+
+    def __init__(self, s3, monkeypatch, size):
+        self.calls = []
+        self._s3 = s3
+        self._size = size
+        monkeypatch.setattr("chalicelib.store.LIST_PAGE_SIZE", size)
+        monkeypatch.setattr("chalicelib.fleet.FOLDER_SAMPLE", size)  # a folder's first page
+        s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", self._list, unique_id="small-pages")
+
+    def _list(self, params, **_):
+        params["MaxKeys"] = min(params.get("MaxKeys", self._size), self._size)
+        self.calls.append(dict(params))
+
+    def of(self, prefix):
+        """The listings of exactly ``prefix``."""
+        return [call for call in self.calls if call["Prefix"] == prefix]
+
+    def close(self):
+        self._s3.meta.events.unregister("before-parameter-build.s3.ListObjectsV2", unique_id="small-pages")
+
+
+@pytest.fixture
+def small_pages(s3, monkeypatch):
+    pages = SmallPages(s3, monkeypatch, 10)
+    yield pages
+    pages.close()
+
+
+def backlog(s3, store, machine, count, start=NOON):
+    """``count`` keys held for ``machine``, paused in order from about ``start``; their keys."""
+    first = int(start.timestamp() * 1000)
+    keys = [f"{store.folder(machine.name)}{new_token_id(first + n, machine_tag(machine))}.json" for n in range(count)]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
+    return keys
+
+
+def paused_at(key):
+    return paused_at_of(key.rsplit("/", 1)[-1].removesuffix(".json"))
+
+
+@pytest.mark.parametrize("held", [31, 250])
+def test_a_count_past_its_cap_lists_the_same_pages_whatever_the_backlog_and_says_at_least(s3, small_pages, held):
+    store = make_store(s3)
+    keys = backlog(s3, store, ORDERS, held)
+
+    counted = store.count_held(ORDERS, pages=3)
+
+    assert (counted.count, counted.capped, counted.oldest) == (30, True, paused_at(keys[0]))
+    assert len(small_pages.calls) == 3
+
+
+def test_a_count_under_its_cap_is_exact_and_not_capped(s3, small_pages):
+    store = make_store(s3)
+    keys = backlog(s3, store, ORDERS, 25)
+
+    counted = store.count_held(ORDERS, pages=3)
+
+    assert (counted.count, counted.capped, counted.oldest) == (25, False, paused_at(keys[0]))
+    assert len(small_pages.calls) == 3
+
+
+def test_a_count_asks_s3_for_full_pages(s3):
+    asked = []
+
+    def record(params, **_):
+        asked.append(params.get("MaxKeys"))
+
+    s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", record)
+    try:
+        make_store(s3).count_held(ORDERS)
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.ListObjectsV2", record)
+
+    assert asked == [1000]
+
+
+def test_a_namesakes_keys_take_pages_but_never_count(s3, small_pages):
+    store = make_store(s3)
+    west = parse_state_machine_arn(ARN.replace("us-east-1", "eu-west-1"))
+    west_keys = backlog(s3, store, west, 30)
+    keys = backlog(s3, store, ORDERS, 5, start=NOON + timedelta(minutes=1))
+
+    assert store.count_held(west, pages=3) == Counted(30, True, paused_at(west_keys[0]))
+    assert store.count_held(ORDERS, pages=3) == Counted(0, True, None)  # at least none: the pages ran out
+    assert store.count_held(ORDERS, pages=4) == Counted(5, False, paused_at(keys[0]))
+
+
+def test_a_count_of_the_quarantine_stops_at_its_cap_too(s3, small_pages):
+    store = make_store(s3)
+    for key in backlog(s3, store, ORDERS, 45):
+        store.quarantine(key, "TaskTimedOut", ORDERS)
+    small_pages.calls.clear()
+
+    assert store.count_quarantined(ORDERS, pages=3) == Counted(30, True)
+    assert store.count_quarantined(ORDERS, pages=5) == Counted(45, False)
+    assert len(small_pages.calls) == 3 + 5

@@ -25,10 +25,11 @@ from chalicelib.deadline import Deadline
 from chalicelib.events import parse_checkpoint_event
 from chalicelib.flag import MaintenanceState
 from chalicelib.services import Services
-from chalicelib.store import iso_timestamp
+from chalicelib.store import iso_timestamp, machine_tag, new_token_id
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION
 from tests.test_fleet import for_machine, refuse, tags_of_deleted_machines_are_not_found
+from tests.test_store import SmallPages
 
 PASS = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/states-role"
@@ -525,3 +526,59 @@ def test_a_machine_whose_tags_cannot_be_read_still_gives_up_its_turn(aws, bucket
     assert second.refreshed == 1 and second.resumed == 1
     assert [len(first.errors), len(second.errors)] == [2, 1]
     assert {entry["error"]["Status"] for entry in first.errors + second.errors} == {403}
+
+
+# (i) A machine that stays in maintenance costs the same listings every minute, whatever
+#     it holds; heartbeats stream the backlog and stop at the deadline (issue 9, item 6).
+
+FOLDER = f"{PREFIX}Orders/"
+
+
+def write_held(aws, arn, count):
+    """``count`` tasks held for ``arn``, written straight to S3 as the checkpoint names them."""
+    machine = parse_state_machine_arn(arn)
+    first = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
+    for n in range(count):
+        key = f"{FOLDER}{new_token_id(first + n, machine_tag(machine))}.json"
+        body = {"taskToken": f"token-{n}", "timestamp": iso_timestamp(datetime.now(UTC)), "stateMachineArn": arn}
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
+
+
+def backlog_metrics(capsys):
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Backlog"' in line]
+    return [(line["Backlog"], line["OldestPausedAgeSeconds"] > 3000) for line in lines]
+
+
+def test_the_sweeps_listings_of_a_machine_in_maintenance_do_not_grow_with_its_backlog(
+    aws, bucket, sends, monkeypatch, capsys
+):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build()
+    pages = SmallPages(services.clients.s3(), monkeypatch, 5)  # 300 held list as 300,000 would
+    write_held(aws, arn, 3)
+    services.sweeper.sweep(Deadline(30))
+    small = len(pages.of(FOLDER))
+    write_held(aws, arn, 300)
+    pages.calls.clear()
+
+    services.sweeper.sweep(Deadline(30))
+
+    assert len(pages.of(FOLDER)) == small == 2  # the folder's first page finds its machines; one counts
+    # Backlog stops at one page (at least 5 here, 1,000 in S3); the oldest is still the first key.
+    assert backlog_metrics(capsys) == [(3, True), (5, True)]
+
+
+def test_heartbeats_stream_the_backlog_and_stop_listing_it_at_the_deadline(aws, bucket, sends, monkeypatch):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build(heartbeat=True)
+    pages = SmallPages(services.clients.s3(), monkeypatch, 5)
+    write_held(aws, arn, 300)
+    # The run's time is up once three heartbeats are out.
+    deadline = Deadline(3, clock=lambda: sum(sends.heartbeats.values()))
+
+    report = services.sweeper.sweep(deadline)
+
+    # At most three beats plus those in flight were started, so at most three pages of
+    # five were listed for them, besides the machine's discovery and its count.
+    assert 3 <= report.heartbeats <= 3 + chalicelib.sweep.HEARTBEAT_WORKERS
+    assert len(pages.of(FOLDER)) <= 2 + 3
