@@ -36,6 +36,10 @@ os.environ.pop("AWS_PROFILE", None)
 
 import app as chalice_app
 
+# Shared fixtures of their own modules: aws_model (what AWS answers that moto does not),
+# faults, and the neighbourhood (namesakes in two regions and accounts, bad neighbours).
+pytest_plugins = ["tests.aws_model", "tests.fault_injection", "tests.neighbours"]
+
 STAGE = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
 BUCKET = STAGE["environment_variables"]["Bucket"]
 PREFIX = STAGE["environment_variables"]["Prefix"]

@@ -81,9 +81,7 @@ def test_the_same_event_delivered_three_times_is_held_once_and_resumed_once(chec
     assert quarantined(aws) == []
 
 
-def test_a_repeated_delivery_after_the_lift_lets_the_execution_go_and_leaves_nothing_to_expire(
-    checkpoint, client, aws
-):
+def test_a_repeated_delivery_after_the_lift_lets_the_execution_go_and_leaves_nothing_to_expire(checkpoint, client, aws):
     checkpoint.workflow.maintenance("true")
     execution, event = checkpoint.arrive({"order": 2})
     assert deliver(client, event)["status"] == "maintenance"

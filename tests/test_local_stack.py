@@ -170,9 +170,7 @@ def test_the_stack_serves_the_api_until_sigint_then_leaves_nothing_running():
 
 
 def test_help_documents_the_options():
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+    result = subprocess.run([sys.executable, SCRIPT, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
     assert result.returncode == 0
     for option in ("--port", "--moto-port", "--demo"):

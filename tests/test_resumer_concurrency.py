@@ -21,7 +21,6 @@ from tests.sends import counting_sends
 MACHINE = parse_state_machine_arn(f"arn:aws:states:{REGION}:123456789012:stateMachine:Busy")
 
 
-
 def container(**settings: Any) -> Services:
     return harness.container(BUCKET, PREFIX, **settings)
 

@@ -72,7 +72,6 @@ class FaultInjector:
         return answer
 
 
-
 def container() -> Services:
     return harness.container(BUCKET, PREFIX)
 
