@@ -263,7 +263,7 @@ class MaintenanceControl:
         its own error; the others are listed as usual.
         """
         machines = sorted(known_machines(self._flag, self._store).machines, key=str)
-        machines = [m for m in machines if self._is_allowed(m) and (not page.next_token or str(m) > page.next_token)]
+        machines = [m for m in machines if self.allows(m) and (not page.next_token or str(m) > page.next_token)]
         listed: list[dict[str, Any]] = []
         for position, (_, entry) in enumerate(self._fleet.each("overview", machines, self._overview_entry)):
             if isinstance(entry, MachineError):
@@ -381,7 +381,7 @@ class MaintenanceControl:
 
     def check(self, machine: StateMachineArn) -> None:
         """403 outside the allow-list, 400 for an unknown region or an Express machine, 404 if absent."""
-        if not self._is_allowed(machine):
+        if not self.allows(machine):
             raise StateMachineNotAllowed(
                 f"stateMachineArn: {machine.unqualified} is not in this sfn-pauser's AllowedStateMachines "
                 f"({', '.join(self._allowed)})"
@@ -405,7 +405,8 @@ class MaintenanceControl:
                 "for a task token, so only they can be paused",
             )
 
-    def _is_allowed(self, machine: StateMachineArn) -> bool:
+    def allows(self, machine: StateMachineArn) -> bool:
+        """Whether the machine is within this sfn-pauser's AllowedStateMachines."""
         return any(fnmatch.fnmatchcase(machine.unqualified, pattern) for pattern in self._allowed)
 
     def _age(self, moment: datetime | None) -> float | None:

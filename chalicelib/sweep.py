@@ -63,6 +63,8 @@ class SweepReport:
     # Machines AWS no longer has: their held tasks are drained (to quarantine, as
     # AWS refuses their tokens) and their mirrors removed once they hold none.
     deleted: list[str] = field(default_factory=list)
+    # Machines the sweep does not act on: outside the allow-list, or another account's.
+    skipped: list[dict[str, str]] = field(default_factory=list)
     # Token folders no state machine can have (a name with a space, say): skipped.
     stray_folders: list[str] = field(default_factory=list)
     # One entry per machine whose sweep failed, as an API answer would give it.
@@ -114,6 +116,10 @@ class Sweeper:
                 f"AWS answered {code} while listing the machines to sweep; the next run tries again"
             ) from None
         report.machines = len(known.machines)
+        for machine, reason in self._not_ours(known.machines, home):
+            del known.machines[machine]
+            report.skipped.append({"stateMachineArn": machine.unqualified, "reason": reason})
+            self._log.decision("not-swept", stateMachine=machine.unqualified, reason=reason)
         for name in known.strays:
             self._log.decision("stray-folder", logging.WARNING, folder=self._store.folder(name))
         report.stray_folders = known.strays
@@ -166,9 +172,9 @@ class Sweeper:
             OldestPausedAgeSeconds=(self._now() - held.oldest).total_seconds() if held.oldest else 0,
         )
         if state is not None and state.expired(self._now()):
-            # Last, so that a machine the sweep may not switch (outside the
-            # allow-list, an Express workflow) is still drained: a passed `until`
-            # is off for the task handlers too. Its error is its own entry.
+            # Last, so that a machine the sweep may not switch (an Express
+            # workflow) is still drained: a passed `until` is off for the task
+            # handlers too. Its error is its own entry.
             self._control.switch(
                 machine,
                 SwitchMaintenance.turn(machine, False, reason="until reached", resume=False),
@@ -176,6 +182,24 @@ class Sweeper:
                 deadline,
             )
             report.lifted.append(machine.unqualified)
+
+    def _not_ours(
+        self, machines: dict[StateMachineArn, str | None], home: AccountRegion | None
+    ) -> list[tuple[StateMachineArn, str]]:
+        """Machines the sweep leaves alone, and why.
+
+        Outside ``AllowedStateMachines``: this sfn-pauser does not act on them at
+        all. In another account (a namesake sharing the bucket): this function's
+        role cannot answer its tokens, and AWS would call them invalid, so acting
+        on them could only quarantine live executions.
+        """
+        not_ours = []
+        for machine in machines:
+            if not self._control.allows(machine):
+                not_ours.append((machine, "outside AllowedStateMachines"))
+            elif home is not None and (machine.partition, machine.account) != (home.partition, home.account):
+                not_ours.append((machine, f"in account {machine.account}, not this function's {home.account}"))
+        return not_ours
 
     def _retire(self, machine: StateMachineArn, deadline: Deadline, report: SweepReport, asked_at: datetime) -> None:
         """A deleted machine is in no maintenance: let go of what it holds, then of its mirror."""

@@ -375,7 +375,8 @@ def stray_folder(aws, services, monkeypatch, sends):
 def outside_the_allow_list_with_until_passed(aws, services, monkeypatch, sends):
     arn = create_machine(aws, "Billing", tags={"Maintenance": "true", "MaintenanceUntil": past()})
     hold(services, arn, "token-billing")
-    return {"errors": [(arn, "StateMachineNotAllowed", 403)], "tags": (arn, "true")}
+    # This sfn-pauser does not act on it at all: not switched, not resumed.
+    return {"skipped": [(arn, "outside AllowedStateMachines")], "tags": (arn, "true"), "held": "token-billing"}
 
 
 def a_deleted_machine(aws, services, monkeypatch, sends):
@@ -437,6 +438,7 @@ def test_one_bad_neighbour_is_reported_for_itself_and_the_sweep_still_resumes_th
     assert mirror_of(aws, "Orders")["maintenance"] is False
     errors = [(entry["stateMachineArn"], entry["error"]["Code"], entry["error"]["Status"]) for entry in report.errors]
     assert errors == expected.get("errors", [])
+    assert [(entry["stateMachineArn"], entry["reason"]) for entry in report.skipped] == expected.get("skipped", [])
     assert report.stray_folders == expected.get("stray_folders", [])
     assert report.deleted == expected.get("deleted", [])
     assert report.expired == expected.get("expired", 0)
