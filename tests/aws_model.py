@@ -18,6 +18,8 @@ SendTask* to another region's or account's endpoint    ``InvalidToken``      acc
 than the one that issued the token
 SendTaskSuccess ``output`` over 262,144 UTF-8 bytes    ``ValidationException``  accepted
 StartExecution ``input`` over 262,144 UTF-8 bytes      ``ValidationException``  accepted
+a state's or task's data measured against 256 KiB      in UTF-8 bytes         as ``\\uXXXX``-escaped
+(``count_state_size_in_utf8_bytes``)                                          JSON (6 bytes a kana)
 a token a test declares dead (:meth:`kill`)            ``TaskTimedOut`` or   never
                                                        ``TaskDoesNotExist``
 =====================================================  ====================  =======================
@@ -35,6 +37,7 @@ same ``amz-sdk-invocation-id`` header, so the retry after a lost response is not
 a repeat (AWS answers it ``TaskTimedOut`` all the same).
 """
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -253,3 +256,23 @@ def aws_model() -> Iterator[AwsModel]:
     """The AWS answers moto does not give, in front of moto for one test."""
     with AwsModel().applied() as model:
         yield model
+
+
+def count_state_size_in_utf8_bytes() -> None:
+    """Measure the 256 KiB state and task-result limits as AWS does: in UTF-8 bytes.
+
+    moto's interpreter measures ``json.dumps`` with its default ``ensure_ascii``,
+    which writes each non-ASCII character as a 6-byte ``\\uXXXX``: 180 KB of
+    Japanese, well within AWS's limit, counts as 360 KB there.
+    """
+    from moto.stepfunctions.parser.asl.component.state import state
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_lambda
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service
+    from moto.stepfunctions.parser.quotas import MAX_STATE_SIZE_UTF8_BYTES
+
+    def is_within_size_quota(value: Any) -> bool:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        return len(text.encode("utf-8")) <= MAX_STATE_SIZE_UTF8_BYTES
+
+    for module in (state, state_task_lambda, state_task_service):
+        module.is_within_size_quota = is_within_size_quota  # type: ignore[attr-defined]

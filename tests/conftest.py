@@ -23,7 +23,7 @@ from tests.harness import (
     route_lambda_to,
     wait_until,
 )
-from tests.moto_fidelity import count_state_size_in_utf8_bytes, make_s3_atomic
+from tests.moto_fidelity import make_s3_atomic
 
 os.environ.update(
     AWS_DEFAULT_REGION=REGION,
@@ -55,6 +55,8 @@ class Aws:
 
 @pytest.fixture
 def aws() -> Iterator[Aws]:
+    from tests.aws_model import count_state_size_in_utf8_bytes  # a plugin: imported after pytest registers it
+
     make_s3_atomic()
     count_state_size_in_utf8_bytes()
     with mock_aws(config=MOTO_CONFIG):

@@ -8,7 +8,6 @@ benchmarks and the local stack serialise moto's S3 request handling.
 """
 
 import functools
-import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -36,23 +35,3 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
 
     setattr(locked, _PATCHED, True)
     return locked
-
-
-def count_state_size_in_utf8_bytes() -> None:
-    """Measure the 256 KiB state and task-result limits as AWS does: in UTF-8 bytes.
-
-    moto's interpreter measures ``json.dumps`` with its default ``ensure_ascii``,
-    which writes each non-ASCII character as a 6-byte ``\\uXXXX``: 180 KB of
-    Japanese, well within AWS's limit, counts as 360 KB there.
-    """
-    from moto.stepfunctions.parser.asl.component.state import state
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_lambda
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service
-    from moto.stepfunctions.parser.quotas import MAX_STATE_SIZE_UTF8_BYTES
-
-    def is_within_size_quota(value: Any) -> bool:
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-        return len(text.encode("utf-8")) <= MAX_STATE_SIZE_UTF8_BYTES
-
-    for module in (state, state_task_lambda, state_task_service):
-        module.is_within_size_quota = is_within_size_quota  # type: ignore[attr-defined]

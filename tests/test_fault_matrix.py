@@ -46,11 +46,11 @@ import app as chalice_app
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.events import CheckpointEvent
 from tests import harness
-from tests.aws_model import AwsModel
+from tests.aws_model import AwsModel, count_state_size_in_utf8_bytes
 from tests.conftest import BUCKET, PREFIX
 from tests.fault_injection import FAULT_KINDS, Call, FaultInjector
 from tests.harness import ACCOUNT, MOTO_CONFIG, REGION, ROOT, wait_until
-from tests.moto_fidelity import count_state_size_in_utf8_bytes, make_s3_atomic
+from tests.moto_fidelity import make_s3_atomic
 
 CONTROL = f"{PREFIX}_sfn-pauser/"
 PASS = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
@@ -584,6 +584,8 @@ def test_the_matrix_size_in_the_docstring_is_the_matrix_run():
     cells = sum(len(sites) for sites in _discovered.values()) * len(FAULT_KINDS)
     written = re.search(r"The matrix holds\s+(\d+) cells", __doc__ or "")
     assert written and int(written[1]) == cells, f"the matrix now has {cells} cells: update the docstring and docs"
+    for doc in ("README.md", "docs/reliability.md"):
+        assert f"{cells} cells" in (ROOT / doc).read_text(), f"{doc} does not give the matrix's size, {cells} cells"
 
 
 def test_the_matrix_knows_every_entry_point_and_its_calls():
