@@ -237,6 +237,7 @@ class Resumer:
             # list a page of 1,000 keys only to find the lease taken: look at the
             # lease first. A container that last saw the folder empty lists first,
             # so the common case (nothing held) stays one call.
+            self._forget(machine, answered)
             return ResumeReport(remaining=1, complete=False, busy=True)
         held = self._store.held(machine)
         first = next(held, None)
@@ -244,10 +245,7 @@ class Resumer:
         if first is None:
             return ResumeReport()
         held = itertools.chain([first], held)
-        if answered is not None and self._store.forget(answered):
-            # This token's own delivery let it through, and an earlier delivery of the
-            # same token had held it: the entry is done, not expired.
-            self._log.decision("duplicate-forgotten", stateMachine=machine.unqualified, token=fingerprint(answered))
+        self._forget(machine, answered)
         if not exclusive:
             return self._resume(machine, held, deadline, limit, selected, abort)
         seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
@@ -258,6 +256,16 @@ class Resumer:
             return self._resume(machine, held, deadline, limit, selected, abort)
         finally:
             self._store.release_lease(lease)
+
+    def _forget(self, machine: StateMachineArn, answered: str | None) -> None:
+        """Remove the entry of a token its own delivery has just let through, if one was held.
+
+        An earlier delivery of the same token had held it; sending it again would
+        meet TaskTimedOut and count an execution that went on as expired. Only
+        asked while the folder holds something, so an empty folder costs nothing.
+        """
+        if answered is not None and self._store.forget(answered):
+            self._log.decision("duplicate-forgotten", stateMachine=machine.unqualified, token=fingerprint(answered))
 
     def _remember(self, machine: StateMachineArn, *, backlog: bool) -> None:
         if len(self._saw_backlog) >= BACKLOG_MEMORY:

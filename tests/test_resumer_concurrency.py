@@ -117,10 +117,24 @@ def test_a_proceeding_invocation_looks_at_the_lease_before_listing_while_another
     for n in range(1, 101):
         proceed(services, n)
 
-    # One S3 call each (the lease's GET), so with its own SendTaskSuccess an
-    # invocation makes 2 calls, not a 1,000-key listing, an index read and a lease try.
-    assert counter.per_invocation(100) == 1
+    # Two S3 reads each: the lease, and its own token's index (an earlier delivery
+    # of the same token may be held, and must not be resumed again as "expired").
+    # With its own SendTaskSuccess that is 3 calls, not a 1,000-key listing and a lease try.
+    assert counter.per_invocation(100) == 2
     assert set(counter.calls) == {"GetObject"}
+
+
+def test_a_repeated_delivery_let_through_while_another_drains_leaves_no_entry_to_expire(plain_aws):
+    tokens = hold(container(), 5)
+    assert container().store.lease(MACHINE, "draining-elsewhere", 60) is not None
+    services = container()
+    proceed(services, 0)  # it has seen the backlog: it now looks at the lease first
+
+    # The first delivery of token-0003 held it; this one let it through itself.
+    services.drainer.drain(MACHINE, Deadline(30), exclusive=True, answered=tokens[3])
+
+    left = [services.store.load(item.key).task_token for item in services.store.held(MACHINE)]
+    assert left == [token for token in tokens if token != tokens[3]]
 
 
 def test_a_proceeding_invocation_with_nothing_held_costs_one_listing(plain_aws):
