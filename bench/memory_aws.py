@@ -199,13 +199,7 @@ class MemoryS3:
                 raise AwsError(
                     412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
                 )
-            if if_match is not None:
-                if current is None:
-                    raise AwsError(404, "NoSuchKey", "The specified key does not exist.")
-                if if_match != current.etag:
-                    raise AwsError(
-                        412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
-                    )
+            _check_if_match(current, if_match)
             if current is None:
                 keys.add(key)
             objects[key] = stored
@@ -231,13 +225,7 @@ class MemoryS3:
         objects, keys = self._bucket(bucket)
         with self._lock:
             current = objects.get(key)
-            if if_match is not None:
-                if current is None:
-                    raise AwsError(404, "NoSuchKey", "The specified key does not exist.")
-                if if_match != current.etag:
-                    raise AwsError(
-                        412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
-                    )
+            _check_if_match(current, if_match)
             if current is not None:
                 del objects[key]
                 keys.remove(key)
@@ -599,3 +587,13 @@ def _error(service: str, error: AwsError) -> Answer:
     document = {"__type": error.code, "message": error.message}
     headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-ErrorType": error.code}
     return error.status, headers, json.dumps(document).encode()
+
+
+def _check_if_match(current: Any, if_match: str | None) -> None:
+    """S3's answer to ``If-Match``: 404 for a missing object, 412 for a changed one."""
+    if if_match is None:
+        return
+    if current is None:
+        raise AwsError(404, "NoSuchKey", "The specified key does not exist.")
+    if if_match != current.etag:
+        raise AwsError(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
