@@ -81,7 +81,12 @@ def is_transient(error: BaseException) -> bool:
 
 
 def is_throttling(error: BaseException) -> bool:
-    return isinstance(error, ClientError) and (error_code(error) in THROTTLE_CODES or status_of(error) == 429)
+    return isinstance(error, ClientError) and is_throttling_answer(error_code(error), status_of(error))
+
+
+def is_throttling_answer(code: str | None, status: int) -> bool:
+    """The same rule for an answer seen before it is raised (botocore's ``needs-retry`` hook)."""
+    return code in THROTTLE_CODES or status == 429
 
 
 def is_denied(error: BaseException) -> bool:

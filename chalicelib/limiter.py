@@ -43,8 +43,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib import faults
+
 PACED_OPERATIONS = ("SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat")
-THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
 
 
 class AimdLimiter:
@@ -163,7 +164,7 @@ class AimdLimiter:
             return
         http_response, parsed = response
         code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
-        if code in THROTTLE_CODES or getattr(http_response, "status_code", 0) == 429:
+        if faults.is_throttling_answer(code, getattr(http_response, "status_code", 0)):
             self.on_throttle()
         elif 200 <= getattr(http_response, "status_code", 0) < 300:
             self.on_success()
