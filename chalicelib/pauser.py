@@ -100,10 +100,14 @@ class Pauser:
                 report = self._resumer.resume_key(machine, key, deadline)
             else:
                 report = self._drainer.drain(machine, deadline, exclusive=True, answered=checkpoint.task_token)
-        except AWS_ERRORS as error:
+        except Exception as error:  # its own token is answered: nothing may fail this invocation now
             # This execution goes on either way; what is held stays held for the sweep.
             self._log.decision(
-                "resume-failed", logging.WARNING, stateMachine=machine.unqualified, error=faults.error_code(error)
+                "resume-failed",
+                logging.WARNING if isinstance(error, AWS_ERRORS) else logging.ERROR,
+                stateMachine=machine.unqualified,
+                error=faults.error_code(error),
+                message=redact(str(error), checkpoint.task_token)[:500],
             )
             return {"status": "proceeding", "resumed_tokens": 0}
         self._log.decision(

@@ -397,3 +397,20 @@ def test_an_event_that_is_not_an_object_is_refused_as_event(orders_in_maintenanc
 
     assert raised.value.field == "event"
     assert bucket_keys(s3) == []
+
+
+def test_once_its_own_token_is_answered_nothing_fails_the_invocation(checkpoint, client, monkeypatch, log):
+    # A failure while resuming the backlog (here a bug) must not fail an invocation whose
+    # execution has already been let through: it is logged, and the sweep is the backstop.
+    def broken_drain(*args, **kwargs):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(chalice_app.get_services().drainer, "drain", broken_drain)
+    execution, event = checkpoint.arrive({"order": 9})
+
+    response = invoke(client, event)
+
+    assert response == {"status": "proceeding", "resumed_tokens": 0}
+    checkpoint.workflow.wait_for(execution, "SUCCEEDED")
+    failed = [json.loads(r.getMessage()) for r in log.records if '"resume-failed"' in r.getMessage()]
+    assert failed and failed[0]["error"] == "RuntimeError"
