@@ -12,7 +12,7 @@ from typing import Any
 
 from chalicelib.arns import StateMachineArn
 from chalicelib.flag import parse_instant
-from chalicelib.store import TokenStore, iso_timestamp
+from chalicelib.store import TokenStore, iso_timestamp, machine_path
 
 _LATEST_MS = 10**13 - 1  # year 2286: 13 digits keep every key the same length
 
@@ -47,4 +47,4 @@ class AuditTrail:
         return events, next_key
 
     def _folder(self, machine: StateMachineArn) -> str:
-        return self._store.control_key("audit", machine.partition, machine.account, machine.region, machine.name, "")
+        return self._store.control_key("audit", *machine_path(machine), "")

@@ -48,7 +48,7 @@ from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.clients import AwsClients
 from chalicelib.errors import AwsAccessDenied, InvalidArn, about_state_machine
 from chalicelib.logs import DecisionLog
-from chalicelib.store import TokenStore, iso_timestamp
+from chalicelib.store import TokenStore, iso_timestamp, machine_path
 
 TAG = "Maintenance"
 TAG_SINCE = "MaintenanceSince"
@@ -378,9 +378,7 @@ class MaintenanceFlag:
                 self._cache[machine.unqualified] = (self._clock() + self._cache_seconds, state)
 
     def _mirror_key(self, machine: StateMachineArn) -> str:
-        return self._store.control_key(
-            "flags", machine.partition, machine.account, machine.region, f"{machine.name}.json"
-        )
+        return self._store.control_key("flags", *machine_path(machine)[:3], f"{machine.name}.json")
 
     def forget(self, machine: StateMachineArn, asked_at: datetime) -> bool:
         """Remove the mirror of a machine AWS said at ``asked_at`` it no longer has.

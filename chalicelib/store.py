@@ -503,7 +503,7 @@ class TokenStore:
         return current is not None and str(current[0].get("expiresAt", "")) > iso_timestamp(datetime.now(UTC))
 
     def _lease_key(self, machine: StateMachineArn) -> str:
-        return self.control_key("leases", *_machine_path(machine)) + ".json"
+        return self.control_key("leases", *machine_path(machine)) + ".json"
 
     def release_lease(self, lease: tuple[str, str]) -> None:
         key, etag = lease
@@ -540,7 +540,7 @@ class TokenStore:
             yield key
 
     def quarantine_folder(self, machine: StateMachineArn) -> str:
-        return self.control_key("quarantine", *_machine_path(machine), "")
+        return self.control_key("quarantine", *machine_path(machine), "")
 
     def quarantine(self, key: str, reason: str, machine: StateMachineArn) -> str:
         """Move a held task we can no longer act on aside, with the reason, for operators.
@@ -614,6 +614,6 @@ class TokenStore:
         yield from itertools.islice(listing, pages)
 
 
-def _machine_path(machine: StateMachineArn) -> tuple[str, str, str, str]:
+def machine_path(machine: StateMachineArn) -> tuple[str, str, str, str]:
     """Bookkeeping is kept per machine (partition, account, region, name), never per name alone."""
     return machine.partition, machine.account, machine.region, machine.name
