@@ -41,8 +41,8 @@ def pauser(event: Any, context: Any) -> dict[str, Any]:
 @app.lambda_function(name="resumer")
 def resumer(event: Any, context: Any) -> dict[str, Any]:
     """Carries on a resume that ran out of time (invoked asynchronously by the others)."""
-    machine, generation = parse_continuation(event)
-    report = get_services().drainer.carry_on(machine, Deadline.for_context(context), generation)
+    continuation = parse_continuation(event)
+    report = get_services().drainer.carry_on(continuation, Deadline.for_context(context))
     return report.as_dict()
 
 

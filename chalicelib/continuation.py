@@ -12,6 +12,7 @@ sweep picks the backlog up again a minute later.
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,7 +24,7 @@ from chalicelib.errors import InvalidField, Unavailable
 from chalicelib.fields import Fields
 from chalicelib.logs import DecisionLog
 from chalicelib.metrics import Metrics
-from chalicelib.resumer import Resumer, ResumeReport
+from chalicelib.resumer import SHARDS, Resumer, ResumeReport
 from chalicelib.store import HeldTask
 
 # A bound on a chain, so a fault cannot loop forever; at the pauser's 120 s and
@@ -56,10 +57,22 @@ class Drainer:
         limit: int | None = None,
         selected: Callable[[HeldTask], bool] | None = None,
         answered: str | None = None,
+        shard: int | None = None,
     ) -> ResumeReport:
-        """Resume now, and continue asynchronously if the deadline cut the work short."""
+        """Resume now, and continue asynchronously if the deadline cut the work short.
+
+        An exclusive drain of a large backlog fans out: the other shards go to
+        invocations of their own (``continue_later`` with the shard), at once.
+        """
         report = self._resumer.resume(
-            machine, deadline, exclusive=exclusive, limit=limit, selected=selected, answered=answered
+            machine,
+            deadline,
+            exclusive=exclusive,
+            limit=limit,
+            selected=selected,
+            answered=answered,
+            shard=shard,
+            fan_out=lambda other: self.continue_later(machine, generation + 1, shard=other),
         )
         if report.resumed or report.expired or report.failed or report.throttled:
             self._metrics.emit(
@@ -79,21 +92,23 @@ class Drainer:
         untried = report.attempted == 0 and generation == 0 and report.out_of_time
         # Tokens a pass left behind in time (a 5xx, a claim another resumer dropped)
         # are the next invocation's at once, not the sweep's a minute later.
-        left_behind = report.remaining and not report.busy
+        # (Shards another resumer holds are its to finish.)
+        left_behind = report.remaining and (report.shard is not None or not report.busy)
         if whole and left_behind and (report.progressed or untried):
-            report.continued = self.continue_later(machine, generation + 1)
+            report.continued = self.continue_later(machine, generation + 1, shard=report.shard)
         elif report.remaining and not report.progressed and not report.busy:
             self._log.decision("stalled", logging.WARNING, stateMachine=machine.unqualified, remaining=report.remaining)
         return report
 
-    def carry_on(self, machine: StateMachineArn, deadline: Deadline, generation: int) -> ResumeReport:
+    def carry_on(self, continuation: "Continuation", deadline: Deadline) -> ResumeReport:
         """The ``resumer`` function's drain: an AWS fault is :class:`Unavailable`, by name.
 
         Lambda retries a failed asynchronous invocation twice with the same event,
         and the sweep takes up whatever is still held after that.
         """
+        machine = continuation.machine
         try:
-            return self.drain(machine, deadline, generation=generation)
+            return self.drain(machine, deadline, generation=continuation.generation, shard=continuation.shard)
         except faults.AWS_ERRORS as error:
             code = faults.error_code(error)
             self._log.decision(
@@ -101,30 +116,54 @@ class Drainer:
             )
             raise Unavailable(f"AWS answered {code} draining {machine.unqualified}; nothing was lost") from None
 
-    def continue_later(self, machine: StateMachineArn, generation: int) -> bool:
+    def continue_later(self, machine: StateMachineArn, generation: int, *, shard: int | None = None) -> bool:
         if self._resumer_function is None or generation > MAX_GENERATIONS:
             return False
+        event: dict[str, Any] = {"stateMachineArn": machine.unqualified, "generation": generation}
+        if shard is not None:
+            event["shard"] = shard
         try:
             self._lambda_client().invoke(
                 FunctionName=self._resumer_function,
                 InvocationType="Event",
-                Payload=json.dumps({"stateMachineArn": machine.unqualified, "generation": generation}),
+                Payload=json.dumps(event),
             )
         except (ClientError, BotoCoreError) as error:
             # The sweep is the backstop: the backlog is still held, nothing is lost.
             self._log.decision("continue-failed", logging.WARNING, stateMachine=machine.unqualified, error=str(error))
             return False
-        self._log.decision("continued", stateMachine=machine.unqualified, generation=generation)
+        self._log.decision("continued", stateMachine=machine.unqualified, generation=generation, shard=shard)
         return True
 
 
-def parse_continuation(event: object) -> tuple[StateMachineArn, int]:
-    """The ``resumer`` function's event: ``{"stateMachineArn": ARN, "generation": int}``."""
+@dataclass(frozen=True)
+class Continuation:
+    """What a ``resumer`` invocation carries on with: the machine, its place in the chain, the shard to take first."""
+
+    machine: StateMachineArn
+    generation: int = 0
+    shard: int | None = None
+
+
+def parse_continuation(event: object) -> Continuation:
+    """The ``resumer`` function's event: ``{"stateMachineArn": ARN, "generation": int, "shard": int}``."""
     fields = Fields(event, what="event")
     machine = parse_state_machine_arn(fields.string("stateMachineArn"))
-    generation = fields.raw("generation")
-    if generation is None:
-        return machine, 0
-    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
-        raise InvalidField("generation", f"expected a whole number of at least 0, got {generation!r}")
-    return machine, generation
+    return Continuation(machine, _whole(fields.raw("generation"), "generation", 0, 0), _shard(fields.raw("shard")))
+
+
+def _whole(value: object, name: str, default: int, least: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidField(name, f"expected a whole number of at least {least}, got {value!r}")
+    return value
+
+
+def _shard(value: object) -> int | None:
+    if value is None:
+        return None
+    shard = _whole(value, "shard", 0, 0)
+    if shard >= SHARDS:
+        raise InvalidField("shard", f"expected a shard number from 0 to {SHARDS - 1}, got {value!r}")
+    return shard

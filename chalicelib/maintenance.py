@@ -163,7 +163,7 @@ class MaintenanceControl:
         else:
             result["changed"] = changed
             if command.resume:
-                result.update(self._drainer.drain(machine, deadline, exclusive=False).as_dict())
+                result.update(self._drainer.drain(machine, deadline).as_dict())
         self._audit.record(
             machine,
             "maintenance-on" if command.enabled else "maintenance-off",
@@ -331,7 +331,9 @@ class MaintenanceControl:
         report = self._drainer.drain(
             machine,
             deadline,
-            exclusive=False,
+            # The whole backlog drains under the leases (and fans out); a selection
+            # or a limit claims what it takes, beside any drain that is running.
+            exclusive=executions is None and command.limit is None,
             limit=command.limit,
             selected=(lambda task: task.execution_arn in executions) if executions is not None else None,
         )

@@ -1,9 +1,14 @@
 """Resuming held tasks: in parallel, oldest first, each token sent once, nothing lost.
 
 The rules that matter:
-- A held task is claimed before it is sent (see :meth:`TokenStore.claim`), so
-  many resumers (every proceeding invocation, the API, the sweep, continuations)
-  can work on one backlog and each token is sent once.
+- A whole backlog is drained under a lease: a machine's keys fall in
+  ``SHARDS`` shards, and the holder of a shard's lease is the only sender of
+  its tokens, so it sends them without a claim each (see "Claims and leases").
+  A large backlog fans out, one invocation per shard, because one Python
+  process on one vCPU cannot send at the large regions' 500/s.
+- Any other resume (a selection, a limit, an abort, a pauser's own token) claims
+  each token before it sends it (see :meth:`TokenStore.claim`), so several of
+  them can work on one backlog and each token is sent once.
 - It is removed from its folder only once its outcome is known: SendTaskSuccess
   succeeded, or AWS said the token can never succeed (it then moves to
   quarantine with the reason). Any other error (throttling after retries, 5xx,
@@ -12,6 +17,17 @@ The rules that matter:
 - As many tokens are in flight as the send rate needs (:mod:`chalicelib.concurrency`),
   up to ``ResumeConcurrency``; a send throttled past botocore's retries keeps its
   claim and its turn and is sent again in the same pass, at the limiter's pace.
+
+Claims and leases, so that each token is sent once whichever way it is resumed:
+
+1. a claimer, after creating its claim, reads the lease of the token's shard,
+   and backs off (releases the claim) while a live one is there;
+2. a lease holder, once it has the lease, lists the machine's claims and leaves
+   those tokens alone (S3's read-after-write makes every claim created before
+   the lease visible to that listing; one created after meets rule 1);
+3. a lease lasts the holder's deadline plus ``LEASE_MARGIN_SECONDS``, longer
+   than a send started before the deadline can take, so a lapsed lease is never
+   taken over while its holder may still be sending.
 """
 
 import itertools
@@ -34,7 +50,15 @@ from chalicelib.concurrency import Parallelism
 from chalicelib.deadline import Deadline
 from chalicelib.limiter import AimdLimiter
 from chalicelib.logs import DecisionLog, fingerprint
-from chalicelib.store import MAX_PAYLOAD_BYTES, HeldKey, HeldTask, TokenStore, UnreadableHeldTask, utf8_size
+from chalicelib.store import (
+    MAX_PAYLOAD_BYTES,
+    HeldKey,
+    HeldTask,
+    TokenStore,
+    UnreadableHeldTask,
+    shard_of,
+    utf8_size,
+)
 
 # The token is alive but the saved output cannot be sent (AWS answers InvalidOutput for
 # output that is not JSON, ValidationException for output over 256 KiB): fail the Task
@@ -47,8 +71,17 @@ OUTPUT_TOO_LARGE_ERROR = "SfnPauser.OutputTooLarge"
 # crash would leave a sent token behind (to be quarantined later) short.
 DELETE_BATCH = 100
 DELETE_INTERVAL_SECONDS = 0.5
-# A lease outlives its holder's deadline by this much, for the calls in flight.
-LEASE_MARGIN_SECONDS = 30.0
+# A lease outlives its holder's deadline by this much: more than a send started just
+# before the deadline can take (3 attempts of 5 s connect + 10 s read, plus backoff).
+LEASE_MARGIN_SECONDS = 90.0
+# One process spends about 3 ms of CPU per token, most of it in botocore's signing
+# and parsing, and the GIL keeps it on one core: about 300 tokens/s on the one vCPU
+# of a 1,769 MB function, short of the large regions' 500/s. So a machine's keys
+# fall in two shards, each drained under its own lease, and a backlog of a full
+# listing page or more is drained by one invocation per shard at once. Their two
+# limiters share the account's SendTask* bucket (AIMD converges to fair shares).
+SHARDS = 2
+FAN_OUT_BACKLOG = 1000
 # Counting what is left of a backlog costs one listing per 1,000 tokens; past this
 # many the count stops (``remainingCapped``), so an API call answers in time.
 REMAINING_COUNT_CAP = 10_000
@@ -89,8 +122,9 @@ class ResumeReport:
     throttled: int = 0
     complete: bool = True
     out_of_time: bool = False  # the deadline, not a limit, stopped the work
-    busy: bool = False  # another resumer holds the machine's lease and is draining it
+    busy: bool = False  # another resumer holds a lease of the machine and drains that shard
     continued: bool = False  # a fresh invocation carries on with the rest
+    shard: int | None = None  # a shard this drain left tokens in: a hand-on takes it up first
 
     def add(self, outcome: Outcome) -> None:
         if outcome is Outcome.RESUMED:
@@ -101,6 +135,18 @@ class ResumeReport:
             self.failed += 1
         elif outcome in (Outcome.KEPT, Outcome.BUSY, Outcome.LEFT):
             self.remaining += 1
+
+    def absorb(self, part: "ResumeReport") -> None:
+        """Add one shard's pass to the report of a drain."""
+        self.resumed += part.resumed
+        self.expired += part.expired
+        self.failed += part.failed
+        self.remaining += part.remaining
+        self.remaining_capped |= part.remaining_capped
+        self.attempted += part.attempted
+        self.throttled += part.throttled
+        self.complete &= part.complete
+        self.out_of_time |= part.out_of_time
 
     @property
     def progressed(self) -> bool:
@@ -192,6 +238,7 @@ class _Pass:
     limiter: AimdLimiter | None
     selected: Callable[[HeldTask], bool] | None
     abort: Abort | None
+    leased: bool  # under a shard's lease: no claims (rules 1-3 in the module's doc)
 
     def waited(self) -> float:
         return self.limiter.waited() if self.limiter is not None else 0.0
@@ -222,40 +269,117 @@ class Resumer:
         exclusive: bool = False,
         abort: Abort | None = None,
         answered: str | None = None,
+        shard: int | None = None,
+        fan_out: Callable[[int], bool] | None = None,
     ) -> ResumeReport:
         """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline.
 
         ``answered`` is a task token its caller has just answered itself: if a
         repeated delivery of it was held, that entry is removed, not sent again.
 
-        With ``exclusive``, work only if this resumer can take the machine's lease:
+        With ``exclusive``, drain the whole backlog under the shards' leases,
+        ``shard`` first, and leave shards whose lease another resumer holds to it:
         the many proceeding invocations of a busy workflow then leave a backlog to
-        the one that is already draining it, instead of all racing for each claim.
+        the ones already draining it, instead of all racing for each token.
+        ``fan_out(shard)`` asks for another invocation to drain that shard; it is
+        asked for a backlog of a full listing page or more.
         """
-        if exclusive and self._saw_backlog.get(machine.unqualified) and self._store.lease_taken(machine):
+        order = _shard_order(shard)
+        if (
+            exclusive
+            and self._saw_backlog.get(machine.unqualified)
+            and all(self._store.lease_taken(machine, each) for each in order)
+        ):
             # While a backlog drains, each of the many proceeding invocations would
-            # list a page of 1,000 keys only to find the lease taken: look at the
-            # lease first. A container that last saw the folder empty lists first,
+            # list a page of 1,000 keys only to find the leases taken: look at the
+            # leases first. A container that last saw the folder empty lists first,
             # so the common case (nothing held) stays one call.
             self._forget(machine, answered)
             return ResumeReport(remaining=1, complete=False, busy=True)
         held = self._store.held(machine)
-        first = next(held, None)
-        self._remember(machine, backlog=first is not None)
-        if first is None:
+        first_page = list(itertools.islice(held, FAN_OUT_BACKLOG))
+        self._remember(machine, backlog=bool(first_page))
+        if not first_page:
             return ResumeReport()
-        held = itertools.chain([first], held)
         self._forget(machine, answered)
+        listed = itertools.chain(first_page, held)
         if not exclusive:
-            return self._resume(machine, held, deadline, limit, selected, abort)
-        seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
-        lease = self._store.lease(machine, self._owner, seconds)
-        if lease is None:
-            return ResumeReport(remaining=1, complete=False, busy=True)
-        try:
-            return self._resume(machine, held, deadline, limit, selected, abort)
-        finally:
-            self._store.release_lease(lease)
+            return self._resume(machine, listed, deadline, limit, selected, abort, leased=False)
+        return self._drain(machine, listed, deadline, order, fan_out if len(first_page) >= FAN_OUT_BACKLOG else None)
+
+    def _drain(
+        self,
+        machine: StateMachineArn,
+        listed: Iterator[HeldKey],
+        deadline: Deadline,
+        order: list[int],
+        fan_out: Callable[[int], bool] | None,
+    ) -> ResumeReport:
+        """Drain each shard whose lease this resumer can take, one after another.
+
+        After fanning out, only the first shard taken: the others are the new
+        invocations' (or, where one could not be asked for, still this one's).
+        """
+        report = ResumeReport()
+        busy = 0
+        handed: set[int] = set()
+        first: Iterator[HeldKey] | None = listed
+        for index, shard in enumerate(order):
+            if shard in handed:
+                continue
+            if deadline.expired():
+                untried = set(order[index:]) - handed
+                held = first if first is not None else self._store.held(machine)
+                counted = _count((item for item in held if shard_of(item.key, SHARDS) in untried), REMAINING_COUNT_CAP)
+                report.remaining += counted
+                report.remaining_capped |= counted == REMAINING_COUNT_CAP
+                report.complete = False
+                report.out_of_time = True
+                report.shard = shard if report.shard is None else report.shard
+                break
+            seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
+            try:
+                lease = self._store.lease(machine, self._owner, seconds, shard)
+            except (ClientError, BotoCoreError) as error:
+                # The shard stays held, for the hand-on (or the sweep): as a token kept.
+                self._log.decision(
+                    "lease-failed", logging.WARNING, stateMachine=machine.unqualified, error=_code(error)
+                )
+                report.remaining += 1
+                report.complete = False
+                report.shard = shard if report.shard is None else report.shard
+                continue
+            if lease is None:
+                busy += 1
+                continue
+            try:
+                if fan_out is not None:
+                    handed = {other for other in order if other != shard and self._hand(machine, other, fan_out)}
+                    fan_out = None
+                claimed = self._store.claimed(machine)
+                held = first if first is not None else self._store.held(machine)
+                first = None
+                skipped = _Skipped(claimed)
+                mine = (item for item in held if shard_of(item.key, SHARDS) == shard and skipped.unclaimed(item))
+                part = self._resume(machine, mine, deadline, None, None, None, leased=True)
+            finally:
+                self._store.release_lease(lease)
+            # A claimed token is its claimer's (or, once the claim is stale, the sweep's): still held.
+            part.remaining += skipped.count
+            part.complete &= not skipped.count
+            report.absorb(part)
+            if part.remaining and report.shard is None:
+                report.shard = shard
+        if busy:
+            # Another resumer drains those shards; what they hold is not counted here.
+            report.busy = True
+            report.remaining += 1
+            report.complete = False
+        return report
+
+    def _hand(self, machine: StateMachineArn, shard: int, fan_out: Callable[[int], bool]) -> bool:
+        """Ask for an invocation to drain ``shard``, unless a resumer already holds its lease."""
+        return self._store.lease_taken(machine, shard) or fan_out(shard)
 
     def _forget(self, machine: StateMachineArn, answered: str | None) -> None:
         """Remove the entry of a token its own delivery has just let through, if one was held.
@@ -275,7 +399,7 @@ class Resumer:
     def resume_key(self, machine: StateMachineArn, key: str, deadline: Deadline) -> ResumeReport:
         """Resume one held task by its key (a handler's own, saved while maintenance was lifted)."""
         held = self._store.held_key(key)
-        return self._resume(machine, iter([held]), deadline, None, None, None) if held else ResumeReport()
+        return self._resume(machine, iter([held]), deadline, None, None, None, leased=False) if held else ResumeReport()
 
     def _resume(
         self,
@@ -285,6 +409,8 @@ class Resumer:
         limit: int | None,
         selected: Callable[[HeldTask], bool] | None,
         abort: Abort | None,
+        *,
+        leased: bool,
     ) -> ResumeReport:
         report = ResumeReport()
         self._clients.sfn(machine.region)  # creates the region's client, and its limiter
@@ -301,6 +427,7 @@ class Resumer:
             limiter=limiter,
             selected=selected,
             abort=abort,
+            leased=leased,
         )
         started = 0
         in_flight: set[Future[Outcome]] = set()
@@ -348,8 +475,8 @@ class Resumer:
                     return Outcome.SKIPPED
             if not run.quota.take():
                 return Outcome.LEFT
-            claim = self._store.claim(item.key, self._owner)
-            if claim is None:
+            claim = None if run.leased else self._claim(machine, item.key)
+            if claim is None and not run.leased:
                 return Outcome.BUSY
         except UnreadableHeldTask as error:
             return self._quarantine_unreadable(machine, item, str(error))
@@ -364,10 +491,27 @@ class Resumer:
         if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED):
             self._release(claim)
         elif outcome is Outcome.RESUMED and task is not None:
-            run.deletions.add(item.key, claim, self._store.token_index_key(task.task_token))
-        else:
+            run.deletions.add(item.key, *([claim] if claim else []), self._store.token_index_key(task.task_token))
+        elif claim is not None:
             run.deletions.add(claim)
         return outcome
+
+    def _claim(self, machine: StateMachineArn, key: str) -> str | None:
+        """Claim a held task, unless a drain holds the lease of its shard (rule 1 of the module's doc)."""
+        claim = self._store.claim(key, self._owner)
+        if claim is None:
+            return None
+        try:
+            leased = self._store.lease_taken(machine, shard_of(key, SHARDS))
+        except Exception:
+            self._release(claim)
+            raise
+        if leased:
+            # The holder sends without claims and may have listed them before this
+            # one existed: the token is its to send.
+            self._release(claim)
+            return None
+        return claim
 
     def _claimed(self, machine: StateMachineArn, item: HeldKey, run: _Pass) -> tuple[Outcome, HeldTask | None]:
         try:
@@ -484,7 +628,9 @@ class Resumer:
         self._log.decision("quarantined", logging.ERROR, key=item.key, reason=reason)
         return Outcome.FAILED
 
-    def _release(self, claim: str) -> None:
+    def _release(self, claim: str | None) -> None:
+        if claim is None:
+            return
         try:
             self._store.delete(claim)
         except (ClientError, BotoCoreError) as error:
@@ -492,9 +638,28 @@ class Resumer:
             self._log.decision("release-failed", logging.WARNING, claim=claim, error=_code(error))
 
 
+class _Skipped:
+    """Tokens a lease holder leaves to the resumers that claimed them (rule 2), counted."""
+
+    def __init__(self, claimed: set[str]) -> None:
+        self._claimed = claimed
+        self.count = 0
+
+    def unclaimed(self, item: HeldKey) -> bool:
+        if item.key in self._claimed:
+            self.count += 1
+            return False
+        return True
+
+
 def _collect(done: set[Future[Outcome]], report: ResumeReport) -> None:
     for future in done:
         report.add(future.result())
+
+
+def _shard_order(first: int | None) -> list[int]:
+    start = first if first is not None and 0 <= first < SHARDS else 0
+    return [(start + offset) % SHARDS for offset in range(SHARDS)]
 
 
 def _count(items: Iterator[HeldKey], cap: int) -> int:

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,6 +106,11 @@ def paused_at_of(token_id: str) -> datetime | None:
     if parsed.version not in (7, 8):
         return None
     return datetime.fromtimestamp((parsed.int >> 80) / 1000, tz=UTC)
+
+
+def shard_of(key: str, shards: int) -> int:
+    """Which of ``shards`` drain shards a held task's key falls in (a stable hash, even over any key)."""
+    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
 
 
 def dumps(value: Any) -> str:
@@ -475,14 +481,14 @@ class TokenStore:
             if modified < older_than:
                 yield key, etag
 
-    def lease(self, machine: StateMachineArn, owner: str, seconds: float) -> tuple[str, str] | None:
-        """Take the machine's drain lease for ``seconds``; None while another holder's is live.
+    def lease(self, machine: StateMachineArn, owner: str, seconds: float, shard: int = 0) -> tuple[str, str] | None:
+        """Take a shard of the machine's drain lease for ``seconds``; None while another holder's is live.
 
         A lease whose holder died is taken over once it has expired: deleted with
         If-Match (so two takers cannot both delete it) and created anew. Leases are
         per machine, not per folder: a namesake's drain does not hold this one up.
         """
-        key = self._lease_key(machine)
+        key = self._lease_key(machine, shard)
         now = datetime.now(UTC)
         body = {"owner": owner, "expiresAt": iso_timestamp(now + timedelta(seconds=seconds)), "id": uuid.uuid4().hex}
         for _ in range(2):
@@ -497,13 +503,20 @@ class TokenStore:
                 return None
         return None
 
-    def lease_taken(self, machine: StateMachineArn) -> bool:
-        """Whether a live drain lease is on the machine (one GET; a lapsed one does not count)."""
-        current = self.get_document(self._lease_key(machine))
+    def lease_taken(self, machine: StateMachineArn, shard: int = 0) -> bool:
+        """Whether a live drain lease is on the machine's shard (one GET; a lapsed one does not count)."""
+        current = self.get_document(self._lease_key(machine, shard))
         return current is not None and str(current[0].get("expiresAt", "")) > iso_timestamp(datetime.now(UTC))
 
-    def _lease_key(self, machine: StateMachineArn) -> str:
-        return self.control_key("leases", *machine_path(machine)) + ".json"
+    def _lease_key(self, machine: StateMachineArn, shard: int) -> str:
+        # Shard 0 keeps the key of the single lease of earlier versions. "#" cannot be
+        # part of a state machine's name, so no machine's key is another's shard.
+        return self.control_key("leases", *machine_path(machine)) + (f"#{shard}" if shard else "") + ".json"
+
+    def claimed(self, machine: StateMachineArn) -> set[str]:
+        """The token keys of the machine's folder that some resumer has claimed (one listing per 1,000 claims)."""
+        folder = self.control_key("claims", machine.name, "")
+        return {f"{self.folder(machine.name)}{key[len(folder) :]}" for key, _, _ in self.list_documents(folder)}
 
     def release_lease(self, lease: tuple[str, str]) -> None:
         key, etag = lease

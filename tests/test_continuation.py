@@ -24,6 +24,7 @@ from chalicelib.continuation import MAX_GENERATIONS, parse_continuation
 from chalicelib.deadline import Deadline
 from chalicelib.errors import InvalidArn, InvalidField, MissingField
 from chalicelib.events import parse_checkpoint_event
+from chalicelib.resumer import SHARDS
 from chalicelib.services import Services
 from tests.conftest import BUCKET, PREFIX, STAGE
 from tests.harness import ACCOUNT, REGION, RESUMER_FUNCTION_NAME, create_pauser_function, route_lambda_to, wait_until
@@ -199,7 +200,7 @@ def test_a_drain_cut_short_hands_on_and_the_chain_resumes_every_execution_exactl
 
     assert report.out_of_time and report.continued
     assert 0 < report.resumed < 30
-    assert resumer_runs.events[0] == {"stateMachineArn": workflow.arn, "generation": 1}
+    assert chain_step(resumer_runs.events[0]) == {"stateMachineArn": workflow.arn, "generation": 1}
     resumer_runs.wait_quiet()
     # Generation 0 above, then each continuation numbered one more than its parent.
     assert len(resumer_runs.generations) >= 2
@@ -209,6 +210,12 @@ def test_a_drain_cut_short_hands_on_and_the_chain_resumes_every_execution_exactl
         workflow.wait_for(execution, "SUCCEEDED")
     assert workflow.held_keys() == []
     assert sends.per_token == Counter(dict.fromkeys(tokens, 1))
+
+
+def chain_step(event: dict[str, object]) -> dict[str, object]:
+    """A continuation's event less its shard (the shard a token falls in is a hash of its key)."""
+    assert event.get("shard") in range(SHARDS)
+    return {key: value for key, value in event.items() if key != "shard"}
 
 
 def test_a_drain_that_finishes_in_time_does_not_hand_on(aws, bucket, monkeypatch):
@@ -239,7 +246,9 @@ def test_a_pass_that_leaves_tokens_behind_in_time_hands_them_on_instead_of_waiti
 
     assert not report.out_of_time
     assert (report.resumed, report.remaining, report.continued) == (4, 1, True)
-    assert [json.loads(params["Payload"]) for params in invokes] == [{"stateMachineArn": ORDERS, "generation": 1}]
+    assert [chain_step(json.loads(params["Payload"])) for params in invokes] == [
+        {"stateMachineArn": ORDERS, "generation": 1}
+    ]
 
 
 # (b) A chain that makes no progress stops.
@@ -292,7 +301,9 @@ def test_a_drain_whose_budget_is_already_spent_hands_the_whole_backlog_on(aws, b
         report = services.drainer.drain(parse_state_machine_arn(ORDERS), Deadline(0))
 
     assert report.out_of_time and report.remaining == 3
-    assert [json.loads(params["Payload"]) for params in invokes] == [{"stateMachineArn": ORDERS, "generation": 1}]
+    assert [chain_step(json.loads(params["Payload"])) for params in invokes] == [
+        {"stateMachineArn": ORDERS, "generation": 1}
+    ]
     assert report.continued is True
     assert "stalled" not in caplog.text
 
@@ -319,6 +330,9 @@ def test_a_drain_whose_budget_is_already_spent_hands_the_whole_backlog_on(aws, b
         pytest.param({"stateMachineArn": ORDERS, "generation": -1}, InvalidField, "generation", id="gen-negative"),
         pytest.param({"stateMachineArn": ORDERS, "generation": 1.5}, InvalidField, "generation", id="gen-a-fraction"),
         pytest.param({"stateMachineArn": ORDERS, "generation": True}, InvalidField, "generation", id="gen-a-boolean"),
+        pytest.param({"stateMachineArn": ORDERS, "shard": SHARDS}, InvalidField, "shard", id="shard-too-high"),
+        pytest.param({"stateMachineArn": ORDERS, "shard": -1}, InvalidField, "shard", id="shard-negative"),
+        pytest.param({"stateMachineArn": ORDERS, "shard": "0"}, InvalidField, "shard", id="shard-a-string"),
     ],
 )
 def test_a_bad_continuation_event_is_rejected_naming_the_field(event, error, field):
@@ -330,14 +344,16 @@ def test_a_bad_continuation_event_is_rejected_naming_the_field(event, error, fie
     assert str(raised.value).startswith(f"{field}:")
 
 
-def test_a_continuation_event_gives_the_machine_and_generation():
-    machine, generation = parse_continuation({"stateMachineArn": f"{ORDERS}:PROD", "generation": 7})
+def test_a_continuation_event_gives_the_machine_generation_and_shard():
+    continuation = parse_continuation({"stateMachineArn": f"{ORDERS}:PROD", "generation": 7, "shard": SHARDS - 1})
 
-    assert (machine.unqualified, generation) == (ORDERS, 7)
+    assert (continuation.machine.unqualified, continuation.generation, continuation.shard) == (ORDERS, 7, SHARDS - 1)
 
 
-def test_a_hand_made_continuation_without_a_generation_starts_a_chain():
-    assert parse_continuation({"stateMachineArn": ORDERS})[1] == 0
+def test_a_hand_made_continuation_without_a_generation_starts_a_chain_and_takes_any_shard():
+    continuation = parse_continuation({"stateMachineArn": ORDERS})
+
+    assert (continuation.generation, continuation.shard) == (0, None)
 
 
 def test_the_resumer_function_rejects_a_bad_event_naming_the_field(client):

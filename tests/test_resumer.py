@@ -28,7 +28,7 @@ from chalicelib.deadline import Deadline
 from chalicelib.events import parse_checkpoint_event
 from chalicelib.faults import LostAnswers
 from chalicelib.logs import DecisionLog
-from chalicelib.resumer import Resumer
+from chalicelib.resumer import SHARDS, Resumer
 from chalicelib.store import HeldKey, TokenStore
 from tests.conftest import BUCKET, PREFIX
 from tests.harness import ACCOUNT, REGION
@@ -555,7 +555,8 @@ def test_leaves_no_claim_behind_whatever_the_outcome(store, sfn, s3):
 
 def test_an_exclusive_resume_leaves_the_machine_to_the_resumer_already_draining_it(store, sfn):
     key = hold(store, "waiting")
-    assert store.lease(ORDERS, owner="another-resumer", seconds=60) is not None
+    for shard in range(SHARDS):
+        assert store.lease(ORDERS, owner="another-resumer", seconds=60, shard=shard) is not None
 
     report = resume(store, sfn, exclusive=True)
 

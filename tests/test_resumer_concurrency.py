@@ -12,6 +12,7 @@ from chalicelib.arns import parse_state_machine_arn
 from chalicelib.config import DEFAULT_RESUME_CONCURRENCY
 from chalicelib.deadline import Deadline
 from chalicelib.events import CheckpointEvent
+from chalicelib.resumer import FAN_OUT_BACKLOG, SHARDS
 from chalicelib.services import Services
 from tests import harness
 from tests.conftest import BUCKET, PREFIX
@@ -60,9 +61,101 @@ def test_exclusive_resumers_leave_a_backlog_to_the_one_holding_the_lease(plain_a
         )
 
     busy = [report for report in reports if report.busy]
-    assert busy, "some resumers should have found the lease taken"
-    assert all(report.resumed == 0 for report in busy)
+    assert busy, "some resumers should have found the leases taken"
+    # Each shard is drained by the one resumer that took its lease.
+    assert 0 < len([report for report in reports if report.resumed]) <= SHARDS
     assert sum(report.resumed for report in reports) == len(tokens)
+    assert sends.duplicates() == 0
+
+
+@pytest.mark.parametrize("resumers", [4, 8])
+def test_leased_drains_and_claiming_resumers_racing_send_each_token_exactly_once(plain_aws, resumers):
+    # Half drain the whole backlog under the shards' leases, without claims; half
+    # take a limited resume, as the API's `limit` does, and claim each token.
+    tokens = hold(container(), 120)
+    containers = [container() for _ in range(resumers)]
+
+    def resume(index: int) -> Any:
+        services = containers[index]
+        if index % 2:
+            return services.resumer.resume(MACHINE, Deadline(30), limit=len(tokens))
+        return services.resumer.resume(MACHINE, Deadline(30), exclusive=True)
+
+    with counting_sends() as sends, ThreadPoolExecutor(resumers) as pool:
+        reports = list(pool.map(resume, range(resumers)))
+        # What a backed-off claimer left behind is taken up by the next drain.
+        containers[0].resumer.resume(MACHINE, Deadline(30), exclusive=True)
+
+    assert sorted(sends.successes) == sorted(tokens)
+    assert sends.duplicates() == 0
+    assert sum(report.resumed for report in reports) <= len(tokens)
+    assert list(containers[0].store.held(MACHINE.name)) == []
+
+
+def test_a_leased_drain_leaves_a_token_claimed_before_it_took_the_lease_to_its_claimer(plain_aws):
+    # Rule 2: a claimer that claimed before the lease existed may be about to send;
+    # the lease holder, which sends without claims, must not send that token too.
+    services = container()
+    tokens = hold(services, 6)
+    claimed_key = next(item.key for item in services.store.held(MACHINE) if item.key.endswith(".json"))
+    claimed_token = services.store.load(claimed_key).task_token
+    claim = services.store.claim(claimed_key, owner="a-claimer-about-to-send")
+    assert claim is not None
+
+    with counting_sends() as sends:
+        report = container().resumer.resume(MACHINE, Deadline(30), exclusive=True)
+
+    assert claimed_token not in sends.successes
+    assert sorted(sends.successes) == sorted(token for token in tokens if token != claimed_token)
+    assert report.resumed == len(tokens) - 1
+    assert [item.key for item in services.store.held(MACHINE)] == [claimed_key]
+
+
+def test_a_claimer_backs_off_a_token_whose_shard_a_drain_holds(plain_aws):
+    # Rule 1: the holder may have listed the claims before this claim existed, so the
+    # claimer, not the holder, gives way: it releases its claim and sends nothing.
+    hold(container(), 8)
+    lease_every_shard()
+    services = container()
+
+    with counting_sends() as sends:
+        report = services.resumer.resume(MACHINE, Deadline(30), limit=8)
+
+    assert sends.successes == {}
+    assert (report.resumed, report.remaining) == (0, 8)
+    assert list(services.store.list_documents(services.store.control_key("claims", ""))) == []
+
+
+def test_a_large_backlog_fans_out_one_invocation_per_shard(plain_aws):
+    # One process on one vCPU sends about 300 tokens/s: a full listing page asks for
+    # the other shards' invocations at once, and drains its own shard meanwhile.
+    tokens = hold(container(), FAN_OUT_BACKLOG)
+    services = container()
+    asked: list[int] = []
+
+    with counting_sends() as sends:
+        report = services.resumer.resume(
+            MACHINE, Deadline(60), exclusive=True, fan_out=lambda shard: asked.append(shard) is None
+        )
+        others = [container().resumer.resume(MACHINE, Deadline(60), exclusive=True, shard=shard) for shard in asked]
+
+    assert sorted(asked) == list(range(1, SHARDS))
+    assert 0 < report.resumed < len(tokens)
+    assert report.resumed + sum(other.resumed for other in others) == len(tokens)
+    assert sends.duplicates() == 0 and sorted(sends.successes) == sorted(tokens)
+
+
+def test_a_small_backlog_drains_every_shard_in_one_invocation(plain_aws):
+    tokens = hold(container(), 40)
+    asked: list[int] = []
+
+    with counting_sends() as sends:
+        report = container().resumer.resume(
+            MACHINE, Deadline(30), exclusive=True, fan_out=lambda shard: asked.append(shard) is None
+        )
+
+    assert asked == []
+    assert report.resumed == len(tokens) and report.remaining == 0
     assert sends.duplicates() == 0
 
 
@@ -107,28 +200,36 @@ def proceed(services: Services, n: int) -> None:
     services.drainer.drain(MACHINE, Deadline(30), exclusive=True, answered=f"passing-{n}")
 
 
+def lease_every_shard(owner: str = "draining-elsewhere") -> list[tuple[str, str]]:
+    """Another container drains the machine: it holds the lease of every shard."""
+    store = container().store
+    leases = [store.lease(MACHINE, owner, 60, shard=shard) for shard in range(SHARDS)]
+    assert all(lease is not None for lease in leases)
+    return [lease for lease in leases if lease is not None]
+
+
 def test_a_proceeding_invocation_looks_at_the_lease_before_listing_while_another_drains(plain_aws):
     hold(container(), 50)
-    assert container().store.lease(MACHINE, "draining-elsewhere", 60) is not None
+    lease_every_shard()
     services = container()
-    proceed(services, 0)  # the first sight of the backlog: a listing, then the lease
+    proceed(services, 0)  # the first sight of the backlog: a listing, then the leases
     counter = CallCounter(services)
 
     for n in range(1, 101):
         proceed(services, n)
 
-    # Two S3 reads each: the lease, and its own token's index (an earlier delivery
+    # S3 reads only: each shard's lease, and its own token's index (an earlier delivery
     # of the same token may be held, and must not be resumed again as "expired").
-    # With its own SendTaskSuccess that is 3 calls, not a 1,000-key listing and a lease try.
-    assert counter.per_invocation(100) == 2
+    # Not a 1,000-key listing and a lease try.
+    assert counter.per_invocation(100) == SHARDS + 1
     assert set(counter.calls) == {"GetObject"}
 
 
 def test_a_repeated_delivery_let_through_while_another_drains_leaves_no_entry_to_expire(plain_aws):
     tokens = hold(container(), 5)
-    assert container().store.lease(MACHINE, "draining-elsewhere", 60) is not None
+    lease_every_shard()
     services = container()
-    proceed(services, 0)  # it has seen the backlog: it now looks at the lease first
+    proceed(services, 0)  # it has seen the backlog: it now looks at the leases first
 
     # The first delivery of token-0003 held it; this one let it through itself.
     services.drainer.drain(MACHINE, Deadline(30), exclusive=True, answered=tokens[3])
@@ -149,13 +250,13 @@ def test_a_proceeding_invocation_with_nothing_held_costs_one_listing(plain_aws):
 
 def test_once_a_backlog_is_gone_the_next_invocation_lists_again_and_the_rest_list_only(plain_aws):
     hold(container(), 5)
-    lease = container().store.lease(MACHINE, "draining-elsewhere", 60)
-    assert lease is not None
+    leases = lease_every_shard()
     services = container()
     proceed(services, 0)
+    for lease in leases:
+        container().store.release_lease(lease)
     with counting_sends():
-        container().resumer.resume(MACHINE, Deadline(30), exclusive=False)
-    container().store.release_lease(lease)
+        container().resumer.resume(MACHINE, Deadline(30), exclusive=True)
     counter = CallCounter(services)
 
     for n in range(1, 11):

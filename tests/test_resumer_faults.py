@@ -81,9 +81,12 @@ def clear_claims_as_the_sweep_would(services: Services) -> None:
         services.store.delete_if_unchanged(key, etag)
 
 
+@pytest.mark.parametrize("exclusive", [False, True], ids=["claiming", "leased"])
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("operation", OPERATIONS)
-def test_a_failing_call_loses_nothing_and_the_failed_tokens_resume_later(plain_aws, operation, fault):
+def test_a_failing_call_loses_nothing_and_the_failed_tokens_resume_later(plain_aws, operation, fault, exclusive):
+    # Claiming: a selection, a limit or an abort claims each token. Leased: a whole
+    # drain holds its shards' leases and sends without claims (PutObject is the lease).
     seeding = container()
     tokens = [f"token-{n:02d}" for n in range(TOKENS)]
     for token in tokens:
@@ -95,7 +98,7 @@ def test_a_failing_call_loses_nothing_and_the_failed_tokens_resume_later(plain_a
 
     with counting_sends() as sends:
         try:
-            faulty.resumer.resume(MACHINE, Deadline(30))
+            faulty.resumer.resume(MACHINE, Deadline(30), exclusive=exclusive)
         except (ReadTimeoutError, Exception) as error:  # a failed listing may end the pass
             assert operation == "ListObjectsV2", f"only a listing fault may end a resume: {error!r}"
         assert injector.injected > 0, "the fault never fired, so this case proves nothing"
@@ -106,7 +109,7 @@ def test_a_failing_call_loses_nothing_and_the_failed_tokens_resume_later(plain_a
         assert set(tokens) == set(sends.successes) | still_held
 
         clear_claims_as_the_sweep_would(seeding)
-        final = container().resumer.resume(MACHINE, Deadline(30))
+        final = container().resumer.resume(MACHINE, Deadline(30), exclusive=exclusive)
 
     assert set(sends.successes) == set(tokens)
     assert list(seeding.store.held(MACHINE.name)) == []
