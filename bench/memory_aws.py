@@ -207,7 +207,11 @@ class MemoryS3:
 
     def _get_object(self, bucket: str, key: str, head: bool) -> Answer:
         objects, _ = self._bucket(bucket)
-        found = objects.get(key)
+        return self._answer_get(objects.get(key), head)
+
+    @staticmethod
+    def _answer_get(found: _Object | None, head: bool) -> Answer:
+        """GetObject's (or HeadObject's) answer for what is stored at a key, if anything."""
         if found is None:
             if head:
                 return 404, {}, b""
