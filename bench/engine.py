@@ -21,11 +21,18 @@ import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
+import queue
+import random
+import signal
 import threading
 import time
+import traceback
 import uuid
+import zlib
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,11 +41,13 @@ from typing import Any
 from unittest import mock
 
 from bench.memory_aws import ACCOUNT, REGION, MemoryAws
+from bench.shared import RunState, SharedObjects, SharedTokenBucket, SharingS3
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.config import Settings
 from chalicelib.deadline import MAX_RESERVE_SECONDS
+from chalicelib.resumer import SHARDS
 from chalicelib.services import Services
-from chalicelib.store import TokenStore, dumps, iso_timestamp, machine_tag, new_token_id
+from chalicelib.store import TokenStore, dumps, iso_timestamp, machine_tag, new_token_id, shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "sfn-pauser-bench"
@@ -99,7 +108,7 @@ FULL = (
 )
 # Small enough for a test: a few seconds, still throttled, still changing.
 QUICK = (
-    Scenario("engine-quick", 2, 300, 50, 400),
+    Scenario("engine-quick", 2, 400, 200, 1_200),  # a full listing page and more: it fans out
     Scenario("engine-quick-changing", 2, 100, 50, phases=((1.5, 100), (1.5, 25), (1.5, 150))),
 )
 SERIAL_N = 150
@@ -157,6 +166,22 @@ class Deployed:
         return Settings.from_env({**self.environment, "Bucket": BUCKET})
 
 
+@dataclass(frozen=True)
+class ProcessFigures:
+    """One shard's process in a scenario: the containers of that shard, on a core of their own."""
+
+    shard: int
+    invocations: int
+    resumed: int
+    engine_cpu: float
+    backend_cpu: float
+    busy_seconds: float
+
+    @property
+    def cpu_per_token(self) -> float:
+        return self.engine_cpu / self.resumed if self.resumed else 0.0
+
+
 @dataclass
 class Result:
     scenario: Scenario
@@ -176,6 +201,7 @@ class Result:
     calls: dict[str, int]
     stopped_at_cap: bool
     follow: list[tuple[float, float | None, float]]  # (rate, seconds to follow or None, throttled share)
+    processes: list[ProcessFigures] = field(default_factory=list)  # one per shard, whether it ran or not
 
     @property
     def throttled_share(self) -> float:
@@ -188,6 +214,27 @@ class Result:
     @property
     def concurrent_invocations(self) -> float:
         return self.busy_seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def processes_used(self) -> int:
+        """The shards' processes that ran at least one invocation."""
+        return sum(1 for process in self.processes if process.invocations)
+
+    def cpu_allows(self, vcpu: float) -> float:
+        """Tokens/s the CPU Lambda gives allows: per process, a vCPU share for each invocation running at once.
+
+        Summed over the processes (the shards split the backlog evenly by a hash,
+        so each carries about its share of the rate).
+        """
+        total = 0.0
+        for process in self.processes:
+            if not process.resumed:
+                continue
+            if not process.cpu_per_token:
+                return float("inf")
+            at_once = max(process.busy_seconds / self.seconds if self.seconds else 0.0, 1.0)
+            total += vcpu * at_once / process.cpu_per_token
+        return total if total else float("inf")
 
 
 class _FormattingSink(logging.Handler):
@@ -225,14 +272,28 @@ class _Context:
 
 
 class ResumerFunction:
-    """The ``resumer`` function as Lambda runs it: each async invocation on an idle container, or a new one."""
+    """The ``resumer`` function's containers of one shard: each invocation on an idle container, or a new one.
 
-    def __init__(self, aws: MemoryAws, deployed: Deployed, handler: Callable[[Any, Any], Any], stop_at: float) -> None:
+    An invocation the product asks for (``lambda:Invoke``) for another shard goes
+    to that shard's process (``route``); one for this shard, or for none, runs here.
+    """
+
+    def __init__(
+        self,
+        aws: MemoryAws,
+        deployed: Deployed,
+        handler: Callable[[Any, Any], Any],
+        state: RunState,
+        shard: int,
+        route: Callable[[int, bytes], None],
+    ) -> None:
         self._aws = aws
         self._deployed = deployed
         self._settings = deployed.settings()
         self._handler = handler
-        self._stop_at = stop_at
+        self._state = state
+        self._shard = shard
+        self._route = route
         self._idle: list[Services] = []
         self._local = threading.local()
         self._lock = threading.Condition()
@@ -241,20 +302,29 @@ class ResumerFunction:
         self.busy_seconds = 0.0
         self.dropped = 0
         self.failures: list[str] = []
-        self.finished_at = 0.0
 
     def services(self) -> Services:
         """What ``app.get_services()`` returns inside an invocation: its container's object graph."""
         return self._local.services  # type: ignore[no-any-return]
 
     def invoke(self, function: str, payload: bytes) -> None:
+        """An asynchronous invocation the product asked for: run here, or in its shard's process."""
         if function != self._settings.resumer_function:
             self.failures.append(f"invoked {function!r}, not the resumer function")
             return
-        with self._lock:
-            if time.monotonic() >= self._stop_at:
+        if not self._state.ask():
+            with self._lock:
                 self.dropped += 1
-                return
+            return
+        target = json.loads(payload).get("shard")
+        if isinstance(target, int) and target != self._shard and 0 <= target < SHARDS:
+            self._route(target, payload)
+        else:
+            self.start(payload)
+
+    def start(self, payload: bytes) -> None:
+        """Run an invocation already counted in the run's state (:meth:`RunState.ask`)."""
+        with self._lock:
             self._active += 1
             self.invocations += 1
         threading.Thread(target=self._run, args=(json.loads(payload),), daemon=True).start()
@@ -263,12 +333,6 @@ class ResumerFunction:
         with self._lock:
             while self._active:
                 self._lock.wait()
-            self.finished_at = time.monotonic()
-
-    @property
-    def stopped_at_cap(self) -> bool:
-        """Whether the scenario's time cap, not the engine, ended the run."""
-        return self.dropped > 0 or self.finished_at >= self._stop_at - 0.5
 
     def _run(self, event: Any) -> None:
         started = time.monotonic()
@@ -276,29 +340,61 @@ class ResumerFunction:
             container = self._idle.pop() if self._idle else None
         try:
             self._local.services = container or Services.build(self._settings, product_logger())
-            self._handler(event, _Context(self._deployed, self._settings.resumer_function or "", self._stop_at))
+            context = _Context(self._deployed, self._settings.resumer_function or "", self._state.stop_at)
+            self._handler(event, context)
         except Exception as error:
             self.failures.append(f"{type(error).__name__}: {error}"[:300])
         finally:
             with self._lock:
-                self._idle.append(self._local.services)
+                if getattr(self._local, "services", None) is not None:
+                    self._idle.append(self._local.services)
                 self._active -= 1
                 self.busy_seconds += time.monotonic() - started
                 self._lock.notify_all()
+            # Last: whatever this invocation asked for is already counted, so the run's
+            # count reaches 0 only when nothing runs and nothing more can be asked for.
+            self._state.done()
 
 
-def seed(aws: MemoryAws, machine: StateMachineArn, prefix: str, count: int) -> dict[str, str]:
-    """``count`` held tasks as the pauser saves them (body and token index), oldest first; token -> key."""
+# new_token_id's bits that differ between two calls with the same time and tag: the
+# sequence (a process's own count within a millisecond) and 32 random bits.
+_UNSEEDED_BITS = (0xFFF << 64) | 0xFFFF_FFFF
+
+
+def _token_id(ms: int, tag: int, rng: random.Random) -> str:
+    """The product's key id for a task paused at ``ms``, with its varying bits drawn from ``rng``."""
+    value = uuid.UUID(new_token_id(ms, tag)).int & ~_UNSEEDED_BITS
+    return str(uuid.UUID(int=value | rng.getrandbits(32)))
+
+
+def seed(
+    aws: MemoryAws,
+    machine: StateMachineArn,
+    prefix: str,
+    count: int,
+    *,
+    seed_value: int = 0,
+    start_ms: int | None = None,
+) -> dict[str, str]:
+    """``count`` held tasks as the pauser saves them (body and token index), oldest first; token -> key.
+
+    The same ``seed_value`` and ``start_ms`` give the same keys, tokens and
+    bodies in any process, so each shard's process can hold a copy of one backlog.
+    """
+    rng = random.Random(seed_value)
     store = TokenStore(None, BUCKET, prefix)
-    start_ms = int(time.time() * 1000) - count - 60_000
+    if start_ms is None:
+        start_ms = int(time.time() * 1000) - count - 60_000
+    tag = machine_tag(machine)
     held: dict[str, str] = {}
     for index in range(count):
         # Real task tokens are opaque strings of several hundred characters.
-        token = "AQB" + os.urandom(480).hex()[:640]
-        key = f"{store.folder(machine.name)}{new_token_id(start_ms + index, machine_tag(machine))}.json"
+        token = "AQB" + rng.randbytes(320).hex()
+        paused_ms = start_ms + index
+        key = f"{store.folder(machine.name)}{_token_id(paused_ms, tag, rng)}.json"
         body = {
             "taskToken": token,
-            "timestamp": iso_timestamp(datetime.now(UTC)),
+            "timestamp": iso_timestamp(datetime.fromtimestamp(paused_ms / 1000, UTC)),
             "stateMachineArn": str(machine),
             "region": machine.region,
             "executionArn": f"arn:aws:states:{machine.region}:{machine.account}:execution:{machine.name}:e{index}",
@@ -332,40 +428,289 @@ def _as_the_resumer_function(aws: MemoryAws, deployed: Deployed, function: Resum
         yield
 
 
-def run_scenario(scenario: Scenario, deployed: Deployed) -> Result:
+@dataclass
+class ShardFigures:
+    """What one shard's process measured, sent to the parent when the run is over."""
+
+    shard: int
+    successes: list[float]
+    throttles: list[float]
+    answered: list[int]  # the seeded tokens (by index) its Step Functions took an answer for
+    requests: int
+    duplicates: int  # answers for a token already answered in this process
+    calls: dict[str, int]
+    engine_cpu: float  # the process's CPU, its backend's excluded
+    backend_cpu: float
+    invocations: int
+    busy_seconds: float
+    dropped: int
+    failures: list[str]
+    leased: list[int]  # the shards whose lease it took
+    held: dict[int, list[int]]  # seeded tokens (by index) still held in its S3, for its own shard and those it leased
+    shared_calls: int  # S3 calls on the leases every process shares
+
+    @property
+    def resumed(self) -> int:
+        return len(self.successes)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    scenario: Scenario
+    seed_value: int
+    start_ms: int
+
+
+def _next_message(inbox: Any) -> tuple[Any, ...]:
+    """The next message from the parent; exits if the parent is gone (so no process outlives a run)."""
+    while True:
+        try:
+            return inbox.get(timeout=1.0)  # type: ignore[no-any-return]
+        except queue.Empty:
+            parent = multiprocessing.parent_process()
+            if parent is None or not parent.is_alive():
+                raise SystemExit(1) from None
+
+
+def _shard_process(
+    shard: int,
+    deployed: Deployed,
+    inboxes: list[Any],
+    outbox: Any,
+    bucket: SharedTokenBucket,
+    shared: SharedObjects,
+    state: RunState,
+) -> None:
+    """A shard's process: the containers of one shard, for every scenario of a run, until told to exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the processes
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    while True:
+        message = _next_message(inboxes[shard])
+        if message[0] == "exit":
+            return
+        try:
+            figures = _run_shard(shard, message[1], deployed, inboxes, outbox, bucket, shared, state)
+        except BaseException:
+            outbox.put(("error", shard, traceback.format_exc()))
+            raise
+        outbox.put(("result", shard, figures))
+
+
+def _run_shard(
+    shard: int,
+    setup: _Setup,
+    deployed: Deployed,
+    inboxes: list[Any],
+    outbox: Any,
+    bucket: SharedTokenBucket,
+    shared: SharedObjects,
+    state: RunState,
+) -> ShardFigures:
     import app as product_app
 
-    aws = MemoryAws(scenario.latency_ms / 1000, scenario.rate, scenario.burst)
+    scenario = setup.scenario
+    settings = deployed.settings()
+    store = TokenStore(None, BUCKET, settings.prefix)
+    aws = MemoryAws(scenario.latency_ms / 1000)
+    s3 = SharingS3(shared, (store.control_key("leases", ""),))
+    aws.s3 = s3
+    aws.sfn.quota = bucket  # the account's SendTask* quota, one for all processes
     aws.s3.create_bucket(BUCKET)
     machine = parse_state_machine_arn(aws.sfn.create_state_machine("Bench"))
-    settings = deployed.settings()
-    held = seed(aws, machine, settings.prefix, scenario.size)
-    started = time.monotonic()
-    stop_at = started + scenario.cap_seconds
-    function = ResumerFunction(aws, deployed, product_app.resumer, stop_at)
+    held = seed(aws, machine, settings.prefix, scenario.size, seed_value=setup.seed_value, start_ms=setup.start_ms)
+    index_of = {token: index for index, token in enumerate(held)}
+
+    def route(target: int, payload: bytes) -> None:
+        inboxes[target].put(("invoke", payload))
+
+    function = ResumerFunction(aws, deployed, product_app.resumer, state, shard, route)
     aws.lambda_.on_invoke = function.invoke
-    boundaries: list[tuple[float, float]] = []
+    outbox.put(("ready", shard, machine.unqualified))
     cpu_before = time.process_time()
     with _as_the_resumer_function(aws, deployed, function):
-        changer = threading.Thread(target=_change_quota, args=(aws, scenario, started, boundaries), daemon=True)
-        changer.start()
-        function.invoke(settings.resumer_function or "", json.dumps({"stateMachineArn": machine.unqualified}).encode())
+        while (message := _next_message(inboxes[shard]))[0] == "invoke":
+            function.start(message[1])
+        if message[0] != "finish":
+            raise RuntimeError(f"shard {shard}'s process was sent {message[0]!r} during a scenario")
         function.wait()
-        changer.join()
-    engine_cpu = max(0.0, time.process_time() - cpu_before - aws.cpu_seconds)
-    if aws.sessions == 0:
-        raise RuntimeError("the product built no boto3 session: bench/memory_aws.py no longer reaches its clients")
-    return _result(scenario, aws, held, function, engine_cpu, started, boundaries)
+    backend_cpu = aws.cpu_seconds
+    engine_cpu = max(0.0, time.process_time() - cpu_before - backend_cpu)
+    failures = list(function.failures)
+    if function.invocations and aws.sessions == 0:
+        failures.append("the product built no boto3 session: bench/memory_aws.py no longer reaches its clients")
+    answered = [index_of[token] for token in aws.sfn.answered if token in index_of]
+    if len(answered) < len(aws.sfn.answered):
+        failures.append(f"{len(aws.sfn.answered) - len(answered)} answers for tokens the seed did not make")
+    # The shards this process drained: those whose lease it took (a backlog under a
+    # listing page is drained by one invocation, every shard in turn).
+    leased = {each for each in range(SHARDS) if store._lease_key(machine, each) in s3.written}
+    unleased = sum(1 for token in aws.sfn.answered if token in held and shard_of(held[token], SHARDS) not in leased)
+    if unleased:
+        failures.append(f"shard {shard}'s process answered {unleased} tokens of shards whose lease it never took")
+    still_held: dict[int, list[int]] = {each: [] for each in leased | {shard}}
+    for token, index in index_of.items():
+        mine = still_held.get(shard_of(held[token], SHARDS))
+        if mine is not None and aws.s3.exists(BUCKET, held[token]):
+            mine.append(index)
+    log = aws.sfn.log
+    return ShardFigures(
+        shard=shard,
+        successes=log.successes,
+        throttles=log.throttles,
+        answered=answered,
+        requests=log.requests,
+        duplicates=log.duplicates,
+        calls=dict(aws.calls),
+        engine_cpu=engine_cpu,
+        backend_cpu=backend_cpu,
+        invocations=function.invocations,
+        busy_seconds=function.busy_seconds,
+        dropped=function.dropped,
+        failures=failures,
+        leased=sorted(leased),
+        held=still_held,
+        shared_calls=s3.shared_calls,
+    )
 
 
-def _change_quota(aws: MemoryAws, scenario: Scenario, started: float, boundaries: list[tuple[float, float]]) -> None:
+class Workers:
+    """One process per shard for a run of scenarios (the containers of that shard), and what they share.
+
+    The processes start before the first scenario and each seeds its copy of a
+    scenario's backlog before the clock starts, so neither starting Python nor
+    seeding is timed; a shard's process runs invocations only once one is asked
+    for that shard. The first invocation (no shard) goes to shard 0's process:
+    an invocation without a shard drains shard 0 first.
+    """
+
+    def __init__(self, deployed: Deployed) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork: the parent has threads
+        self._manager = context.Manager()
+        self.bucket = SharedTokenBucket(context)
+        self.shared = SharedObjects(self._manager, context)
+        self.state = RunState(context)
+        self.inboxes = [context.Queue() for _ in range(SHARDS)]
+        self.outbox = context.Queue()
+        self.processes = [
+            context.Process(
+                target=_shard_process,
+                args=(shard, deployed, self.inboxes, self.outbox, self.bucket, self.shared, self.state),
+                name=f"bench-shard-{shard}",
+                daemon=True,
+            )
+            for shard in range(SHARDS)
+        ]
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End every process: asked to exit, then terminated if it does not (Ctrl-C, a failed scenario)."""
+        for inbox, process in zip(self.inboxes, self.processes, strict=True):
+            if process.is_alive():
+                with contextlib.suppress(Exception):
+                    inbox.put(("exit",))
+        deadline = time.monotonic() + 5
+        for process in self.processes:
+            if process.pid is None:
+                continue
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+        for channel in (*self.inboxes, self.outbox):
+            channel.close()
+            channel.cancel_join_thread()
+        self._manager.shutdown()
+
+    def send_all(self, message: tuple[Any, ...]) -> None:
+        for inbox in self.inboxes:
+            inbox.put(message)
+
+    def gather(self, kind: str, timeout: float) -> dict[int, Any]:
+        """One ``kind`` message from every process; a process's error or death ends the run."""
+        got: dict[int, Any] = {}
+        ends = time.monotonic() + timeout
+        while len(got) < len(self.processes):
+            try:
+                message = self.outbox.get(timeout=0.5)
+            except queue.Empty:
+                self.check_alive()
+                if time.monotonic() > ends:
+                    raise RuntimeError(f"no {kind!r} from every shard's process in {timeout:g} s") from None
+                continue
+            if message[0] == "error":
+                raise RuntimeError(f"shard {message[1]}'s process failed:\n{message[2]}")
+            if message[0] != kind:
+                raise RuntimeError(f"expected {kind!r} from the shards' processes, got {message[0]!r}")
+            got[message[1]] = message[2] if len(message) > 2 else None
+        return got
+
+    def check_alive(self) -> None:
+        dead = [process.name for process in self.processes if not process.is_alive()]
+        if dead:
+            raise RuntimeError(f"process(es) {', '.join(dead)} ended during a scenario")
+
+    def wait_idle(self, give_up_at: float) -> None:
+        """Until no invocation runs or waits in any process (none can be asked for then)."""
+        while self.state.outstanding > 0:
+            self.check_alive()
+            with contextlib.suppress(queue.Empty):
+                message = self.outbox.get_nowait()
+                if message[0] == "error":
+                    raise RuntimeError(f"shard {message[1]}'s process failed:\n{message[2]}")
+                raise RuntimeError(f"unexpected {message[0]!r} from shard {message[1]}'s process during a scenario")
+            if time.monotonic() > give_up_at:
+                raise RuntimeError(f"{self.state.outstanding} invocation(s) still running long after the time cap")
+            time.sleep(0.02)
+
+
+def run_scenario(scenario: Scenario, deployed: Deployed, workers: Workers) -> Result:
+    # The same backlog in every process: a seed per scenario, and pause times from one start.
+    setup = _Setup(scenario, zlib.crc32(scenario.name.encode()), int(time.time() * 1000) - scenario.size - 60_000)
+    workers.shared.clear()
+    workers.send_all(("scenario", setup))
+    machines = set(workers.gather("ready", timeout=60 + scenario.size / 500).values())
+    if len(machines) != 1:
+        raise RuntimeError(f"the shards' processes seeded different machines: {machines}")
+    workers.bucket.reset(scenario.rate, scenario.burst)
+    started = time.monotonic()
+    stop_at = started + scenario.cap_seconds
+    workers.state.reset(stop_at)
+    boundaries: list[tuple[float, float]] = []
+    changer = threading.Thread(target=_change_quota, args=(workers.bucket, scenario, started, boundaries), daemon=True)
+    changer.start()
+    # The first invocation, as the API or the sweep hands a backlog on: no shard, so shard 0's process.
+    if workers.state.ask():
+        workers.inboxes[0].put(("invoke", json.dumps({"stateMachineArn": machines.pop()}).encode()))
+    # An invocation ends by its deadline at the cap, and a send started before it within 90 s.
+    workers.wait_idle(give_up_at=stop_at + 120)
+    finished_at = workers.state.finished_at
+    changer.join()
+    workers.send_all(("finish",))
+    figures = [figure for _, figure in sorted(workers.gather("result", timeout=60).items())]
+    return _result(scenario, figures, workers.bucket, started, stop_at, finished_at, boundaries)
+
+
+def _change_quota(
+    bucket: SharedTokenBucket, scenario: Scenario, started: float, boundaries: list[tuple[float, float]]
+) -> None:
     at = started
     for phase, (seconds, rate) in enumerate(scenario.phases):
         time.sleep(max(0.0, at - time.monotonic()))
         # A change stands for other callers taking (or leaving) part of the account's
         # bucket: they take what it holds too, so a burst left over from an engine
         # below the quota does not hide how the limiter follows a lower one.
-        aws.sfn.quota.set(rate, hold=rate if phase else None)
+        bucket.set(rate, hold=rate if phase else None)
         boundaries.append((time.monotonic(), rate))
         at += seconds
     time.sleep(max(0.0, at - time.monotonic()))
@@ -374,40 +719,63 @@ def _change_quota(aws: MemoryAws, scenario: Scenario, started: float, boundaries
 
 def _result(
     scenario: Scenario,
-    aws: MemoryAws,
-    held: dict[str, str],
-    function: ResumerFunction,
-    engine_cpu: float,
+    figures: list[ShardFigures],
+    bucket: SharedTokenBucket,
     started: float,
+    stop_at: float,
+    finished_at: float,
     boundaries: list[tuple[float, float]],
 ) -> Result:
-    log = aws.sfn.log
-    successes = sorted(log.successes)
-    throttles = sorted(log.throttles)
-    answered = aws.sfn.answered
-    still_held = sum(1 for key in held.values() if aws.s3.exists(BUCKET, key))
-    lost = sum(1 for token, key in held.items() if token not in answered and not aws.s3.exists(BUCKET, key))
+    successes = sorted(itertools.chain.from_iterable(figure.successes for figure in figures))
+    throttles = sorted(itertools.chain.from_iterable(figure.throttles for figure in figures))
+    # A token answered in two processes is a duplicate too (each process counts its own).
+    answers = Counter(itertools.chain.from_iterable(figure.answered for figure in figures))
+    duplicates = sum(figure.duplicates for figure in figures) + sum(count - 1 for count in answers.values())
+    # A shard's tokens are in the S3 of the processes that drained it (took its lease), or
+    # if none did, of its own process. One is lost when it was never answered and none of
+    # those holds it; still held when it was never answered and one of them holds it.
+    held: set[int] = set()
+    for shard in range(SHARDS):
+        owners = [figure for figure in figures if shard in figure.leased] or [figures[shard]]
+        held.update(itertools.chain.from_iterable(owner.held.get(shard, []) for owner in owners))
+    held.difference_update(answers)
+    lost = sum(1 for index in range(scenario.size) if index not in answers and index not in held)
+    calls: Counter[str] = Counter()
+    for figure in figures:
+        calls.update(figure.calls)
     ended = successes[-1] if successes else time.monotonic()
+    dropped = sum(figure.dropped for figure in figures)
     return Result(
         scenario=scenario,
         resumed=len(successes),
         seconds=ended - started,
-        rate_after_burst=_rate_after_burst(successes, aws.sfn.quota.first_empty_at, started),
-        burst_ran_out=aws.sfn.quota.first_empty_at is not None,
-        requests=log.requests,
+        rate_after_burst=_rate_after_burst(successes, bucket.first_empty_at, started),
+        burst_ran_out=bucket.first_empty_at is not None,
+        requests=sum(figure.requests for figure in figures),
         throttled=len(throttles),
-        duplicates=log.duplicates,
+        duplicates=duplicates,
         lost=lost,
-        held=still_held,
-        engine_cpu=engine_cpu,
-        invocations=function.invocations,
-        busy_seconds=function.busy_seconds,
-        failures=function.failures,
-        calls=dict(aws.calls),
-        stopped_at_cap=function.stopped_at_cap,
+        held=len(held),
+        engine_cpu=sum(figure.engine_cpu for figure in figures),
+        invocations=sum(figure.invocations for figure in figures),
+        busy_seconds=sum(figure.busy_seconds for figure in figures),
+        failures=list(itertools.chain.from_iterable(figure.failures for figure in figures)),
+        calls=dict(calls),
+        stopped_at_cap=dropped > 0 or finished_at >= stop_at - 0.5,
         follow=[
             (rate, *_follow(successes, throttles, start, end, rate))
             for (start, rate), (end, _) in itertools.pairwise(boundaries)
+        ],
+        processes=[
+            ProcessFigures(
+                figure.shard,
+                figure.invocations,
+                figure.resumed,
+                figure.engine_cpu,
+                figure.backend_cpu,
+                figure.busy_seconds,
+            )
+            for figure in figures
         ],
     )
 
@@ -462,7 +830,6 @@ def report(result: Result, deployed: Deployed, serial: float | None) -> str:
     quota = f"{result.rate_after_burst / scenario.rate:.1%} of the quota" if not scenario.phases else "see phases"
     burst = "after the burst" if result.burst_ran_out else "the burst never ran out; whole run"
     per_token = {name: round(count / max(result.resumed, 1), 2) for name, count in sorted(result.calls.items())}
-    ceiling = deployed.vcpu / result.cpu_per_token if result.cpu_per_token else float("inf")
     lines = [
         f"  resumed {result.resumed:,} in {result.seconds:.1f} s"
         + (" (stopped at the time cap)" if result.stopped_at_cap else "")
@@ -470,11 +837,24 @@ def report(result: Result, deployed: Deployed, serial: float | None) -> str:
         + (f", {result.rate_after_burst / serial:.0f}x the serial baseline" if serial else ""),
         f"  SendTask* calls {result.requests:,}, throttled {result.throttled:,} = {result.throttled_share:.1%}; "
         f"duplicates {result.duplicates}, lost {result.lost}, still held {result.held:,}",
-        f"  {result.invocations} resumer invocation(s), {result.concurrent_invocations:.1f} at once on average; "
-        f"calls per token {per_token}",
-        f"  engine CPU {1000 * result.cpu_per_token:.2f} ms per token (backend excluded): at {deployed.memory_mb} MB "
-        f"= {deployed.vcpu:.2f} vCPU that allows {ceiling:.0f} tokens/s per invocation",
+        f"  {result.invocations} resumer invocation(s) in {result.processes_used} of {len(result.processes)} "
+        f"shard processes, {result.concurrent_invocations:.1f} at once on average; calls per token {per_token}",
     ]
+    for process in result.processes:
+        if not process.invocations:
+            lines.append(f"  shard {process.shard}'s process: no invocation (the backlog did not fan out)")
+            continue
+        allows = deployed.vcpu / process.cpu_per_token if process.cpu_per_token else float("inf")
+        lines.append(
+            f"  shard {process.shard}'s process: {process.invocations} invocation(s), resumed {process.resumed:,}, "
+            f"engine CPU {process.engine_cpu:.1f} s = {1000 * process.cpu_per_token:.2f} ms per token "
+            f"(backend {process.backend_cpu:.1f} s apart): at {deployed.memory_mb} MB = {deployed.vcpu:.2f} vCPU "
+            f"that allows {allows:.0f} tokens/s per invocation"
+        )
+    lines.append(
+        f"  engine CPU {1000 * result.cpu_per_token:.2f} ms per token over all; the processes' CPU allows "
+        f"{result.cpu_allows(deployed.vcpu):.0f} tokens/s together"
+    )
     for rate, seconds, share in result.follow:
         followed = f"followed in {seconds:.1f} s" if seconds is not None else "not followed within the phase"
         lines.append(f"  phase {rate:g}/s: {followed}, {share:.1%} of its SendTask* calls throttled")
@@ -488,12 +868,8 @@ def check(result: Result, deployed: Deployed, targets: Targets) -> None:
     if not scenario.phases:
         share = result.rate_after_burst / scenario.rate
         targets.check(share >= QUOTA_TARGET, f"{name}: >= 90% of {scenario.rate:g}/s after the burst", f"{share:.1%}")
-        # At the CPU the deployed memory gives each invocation, for as many as ran at once.
-        ceiling = (
-            deployed.vcpu * max(result.concurrent_invocations, 1.0) / result.cpu_per_token
-            if result.cpu_per_token
-            else float("inf")
-        )
+        # At the CPU the deployed memory gives each invocation, for as many as ran at once in each process.
+        ceiling = result.cpu_allows(deployed.vcpu)
         projected = min(result.rate_after_burst, ceiling) / scenario.rate
         targets.check(
             projected >= QUOTA_TARGET,
@@ -529,7 +905,8 @@ def run(scenarios: tuple[Scenario, ...], targets: Targets, serial_n: int) -> lis
     print(
         f"engine on the in-memory AWS, the {STAGE} stage's settings: ResumeConcurrency={settings.resume_concurrency}, "
         f"ResumeRateLimit={settings.resume_rate_limit:g}; resumer {deployed.memory_mb} MB "
-        f"({deployed.vcpu:.2f} vCPU), timeout {deployed.timeout_s} s; here: {os.cpu_count()} cores, one process",
+        f"({deployed.vcpu:.2f} vCPU), timeout {deployed.timeout_s} s; here: {os.cpu_count()} cores, "
+        f"a process per shard ({SHARDS})",
         flush=True,
     )
     serial: dict[float, float] = {}
@@ -537,10 +914,11 @@ def run(scenarios: tuple[Scenario, ...], targets: Targets, serial_n: int) -> lis
         serial[latency] = serial_baseline(latency, serial_n)
         print(f"serial seed-style baseline, {latency:g} ms per call: {serial[latency]:.1f} tokens/s", flush=True)
     results = []
-    for scenario in scenarios:
-        print(scenario.describe(), flush=True)
-        result = run_scenario(scenario, deployed)
-        print(report(result, deployed, serial.get(scenario.latency_ms)), flush=True)
-        check(result, deployed, targets)
-        results.append(result)
+    with Workers(deployed) as workers:
+        for scenario in scenarios:
+            print(scenario.describe(), flush=True)
+            result = run_scenario(scenario, deployed, workers)
+            print(report(result, deployed, serial.get(scenario.latency_ms)), flush=True)
+            check(result, deployed, targets)
+            results.append(result)
     return results
