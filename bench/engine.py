@@ -8,13 +8,45 @@ invoked as Lambda would: the first invocation as the API or the sweep hands a
 backlog on, then every continuation it asks for (``lambda:Invoke``, async) on an
 idle container or a new one, each with the function's timeout as its budget.
 
+Processes: the product drains a backlog of a full listing page (1,000 keys) or
+more in shards (``SHARDS`` in chalicelib/resumer.py), fanning out one
+``resumer`` invocation per other shard, because each Lambda invocation has a
+vCPU of its own and one Python process cannot use more than one core. So each
+shard's invocations run in a process of their own ("the containers of one
+shard"), started with "spawn" before the first scenario: the first invocation
+(no shard, so it drains shard 0 first) runs in shard 0's process; an invocation
+the product asks for with ``"shard": j`` runs in shard j's process, as do its
+continuations; one without a shard runs where it was asked for. Each process
+seeds its backlog, as does each scenario's, before the clock starts, so
+neither starting Python nor seeding is timed (a real cold start is not either).
+
+What the processes share and what they do not (bench/shared.py):
+- S3 is a copy per process, seeded alike from one seed: the same keys, tokens
+  and bodies. Shards are disjoint (``shard_of``) and a process sends only the
+  tokens of shards whose lease it took, so the other shards' keys just stay in
+  its copy (real S3 would show them until their own drain deleted them). The
+  drain leases are the exception: they are shared, since a lease is how one
+  invocation learns that another drains a shard, and decides whether it fans
+  out or takes a shard; copied, two processes could drain one shard.
+- Step Functions is a copy per process too (its waiting tokens, answers,
+  control-plane quotas); the SendTask* token bucket is one for all, as the
+  quota is per account and region. The quota-changing thread runs in the parent.
+- Times are ``time.monotonic()``, one clock for every process on Linux.
+At the end each process sends the parent what it measured: answer and throttle
+times, the tokens it answered, its calls, CPU and invocations, and the tokens
+still held in its copy for the shards it drained. The parent merges them: a
+token answered in two processes is a duplicate; a token is lost when it was
+never answered and the copy of the process that drained its shard (or, if none
+did, of the shard's own process) no longer holds it.
+
 Measured: tokens/s after the SendTask* burst ran out, the share of SendTask*
 calls throttled, duplicates (a token answered twice), lost tokens (never
 answered and no longer held), and for a quota that changes mid-run the time to
-follow each phase. CPU: the process runs on this machine's cores, not on the
+follow each phase. CPU: the processes run on this machine's cores, not on the
 share of a vCPU that Lambda gives the resumer's memory (1,769 MB = 1 vCPU), so
-the engine's CPU seconds per token are measured (the backend's own CPU is kept
-apart) and the rate that CPU share allows is projected from them.
+each process's engine CPU seconds per token are measured (its backend's own CPU
+is kept apart) and the rate that CPU share allows is projected from them, per
+process, for as many invocations as ran in it at once.
 """
 
 import contextlib
@@ -490,7 +522,7 @@ def _shard_process(
             return
         try:
             figures = _run_shard(shard, message[1], deployed, inboxes, outbox, bucket, shared, state)
-        except BaseException:
+        except Exception:
             outbox.put(("error", shard, traceback.format_exc()))
             raise
         outbox.put(("result", shard, figures))
@@ -530,6 +562,8 @@ def _run_shard(
     with _as_the_resumer_function(aws, deployed, function):
         while (message := _next_message(inboxes[shard]))[0] == "invoke":
             function.start(message[1])
+        if message[0] == "exit":  # the parent gave up on the scenario (an error, Ctrl-C)
+            raise SystemExit(1)
         if message[0] != "finish":
             raise RuntimeError(f"shard {shard}'s process was sent {message[0]!r} during a scenario")
         function.wait()

@@ -4,12 +4,14 @@ No timing is asserted here: speed targets live in bench/ and are printed there.
 """
 
 import logging
+import multiprocessing
 
 import pytest
 from botocore.exceptions import ClientError
 
 from bench import engine, resume
 from bench.memory_aws import MemoryAws, TokenBucket
+from bench.shared import SharedObjects, SharedTokenBucket, SharingS3
 from chalicelib.arns import parse_state_machine_arn
 from chalicelib.config import Settings
 from chalicelib.events import CheckpointEvent
@@ -127,6 +129,60 @@ def test_the_bucket_refills_at_a_rate_changed_mid_run_and_keeps_what_it_holds():
     assert [bucket.take(), bucket.take()] == [True, False]
 
 
+def test_the_shared_bucket_keeps_the_token_buckets_arithmetic():
+    now = [0.0]
+    bucket = SharedTokenBucket(multiprocessing.get_context("spawn"))
+    bucket._clock = lambda: now[0]
+    bucket.reset(rate=10, burst=3)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.first_empty_at == 0.0
+
+    now[0] = 0.1
+    assert [bucket.take(), bucket.take()] == [True, False]
+    bucket.set(rate=100)
+    now[0] = 0.125
+    assert [bucket.take(), bucket.take(), bucket.take()] == [True, True, False]
+    now[0] = 1.0
+    bucket.set(rate=100, hold=1)
+    assert [bucket.take(), bucket.take()] == [True, False]
+
+
+def _take_three(bucket: SharedTokenBucket) -> None:
+    for _ in range(3):
+        assert bucket.take()
+
+
+def test_the_shared_bucket_is_one_for_every_process():
+    context = multiprocessing.get_context("spawn")
+    bucket = SharedTokenBucket(context, rate=0, burst=5)
+    child = context.Process(target=_take_three, args=(bucket,))
+    child.start()
+    child.join(30)
+
+    assert child.exitcode == 0
+    assert [bucket.take(), bucket.take(), bucket.take()] == [True, True, False]
+
+
+def test_processes_share_the_leases_and_keep_their_own_copy_of_everything_else():
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        shared = SharedObjects(manager, context)
+        one, other = (MemoryAws(latency=0) for _ in range(2))
+        for aws in (one, other):
+            aws.s3 = SharingS3(shared, ("t/_c/leases/",))
+            aws.s3.create_bucket(BUCKET)
+        s3, s3_other = one.session().client("s3"), other.session().client("s3")
+        s3.put_object(Bucket=BUCKET, Key="t/_c/leases/M.json", Body=b"mine", IfNoneMatch="*")
+        s3.put_object(Bucket=BUCKET, Key="t/M/1.json", Body=b"held")
+
+        assert error_of(
+            s3_other.put_object, Bucket=BUCKET, Key="t/_c/leases/M.json", Body=b"theirs", IfNoneMatch="*"
+        ) == ("PreconditionFailed", 412)
+        assert s3_other.get_object(Bucket=BUCKET, Key="t/_c/leases/M.json")["Body"].read() == b"mine"
+        assert error_of(s3_other.get_object, Bucket=BUCKET, Key="t/M/1.json") == ("NoSuchKey", 404)
+        assert one.s3.written == {"t/_c/leases/M.json"} and not other.s3.written
+
+
 def test_an_answered_token_is_refused_as_aws_does_and_counted_as_a_duplicate(memory):
     memory.sfn.wait(["t1"])
     sfn = memory.session().client("stepfunctions")
@@ -158,6 +214,9 @@ def test_quick_bench_resumes_every_token_once_and_reports_each_target(capsys):
     for result in results:
         assert (result.duplicates, result.lost, result.failures) == (0, 0, [])
         assert result.resumed > 0
+        # A backlog of a full listing page fans out: each shard in a process of its own.
+        assert (result.processes_used > 1) == (result.scenario.size >= 1000)
+    assert any(result.scenario.size >= 1000 for result in results)
     out = capsys.readouterr().out
     assert "serial seed-style baseline" in out
     checked = " ".join(target for _, target, _ in targets.rows)
