@@ -364,9 +364,12 @@ class Resumer:
                 part = self._resume(machine, mine, deadline, None, None, None, leased=True)
             finally:
                 self._store.release_lease(lease)
-            # A claimed token is its claimer's (or, once the claim is stale, the sweep's): still held.
-            part.remaining += skipped.count
-            part.complete &= not skipped.count
+            if part.out_of_time:
+                # Claimed tokens are their claimers' (or, once a claim is stale, the sweep's).
+                part.remaining += skipped.count
+                part.complete = False
+            else:
+                self._tail(machine, shard, deadline, part)
             report.absorb(part)
             if part.remaining and report.shard is None:
                 report.shard = shard
@@ -376,6 +379,36 @@ class Resumer:
             report.remaining += 1
             report.complete = False
         return report
+
+    def _tail(self, machine: StateMachineArn, shard: int, deadline: Deadline, drained: ResumeReport) -> None:
+        """Once its lease is given back, resume what the drain's listing could not see.
+
+        A token saved after the listing passed its place, one whose claimer backed
+        off (rule 1), or one the holder left to its claimer (rule 2) is still held:
+        a last listing finds it, and it is resumed as any claimer would resume it.
+        If another holder has the lease by then, the claim backs off again and
+        that holder's own tail finds the token; if none has, it is sent here. So
+        no token is left to the sweep for having come at the wrong moment.
+        """
+        late = self._resume(
+            machine,
+            (item for item in self._store.held(machine) if shard_of(item.key, SHARDS) == shard),
+            deadline,
+            None,
+            None,
+            None,
+            leased=False,
+        )
+        drained.resumed += late.resumed
+        drained.expired += late.expired
+        drained.failed += late.failed
+        drained.attempted += late.attempted
+        drained.throttled += late.throttled
+        # What the last listing found and could not resume is what the shard still holds.
+        drained.remaining = late.remaining
+        drained.remaining_capped = late.remaining_capped
+        drained.complete = late.complete
+        drained.out_of_time = late.out_of_time
 
     def _hand(self, machine: StateMachineArn, shard: int, fan_out: Callable[[int], bool]) -> bool:
         """Ask for an invocation to drain ``shard``, unless a resumer already holds its lease."""
