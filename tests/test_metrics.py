@@ -1,11 +1,30 @@
 """Metrics as CloudWatch Embedded Metric Format lines: the shape CloudWatch Logs turns into metrics."""
 
+import ast
 import io
 import json
 
 import pytest
 
 from chalicelib.metrics import NAMESPACE, UNITS, Metrics
+from tests.harness import ROOT
+
+# Where the app emits metrics; the names are read from the calls themselves.
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "chalicelib").glob("*.py"))]
+EMITTERS = {"emit": "machine", "emit_fleet": "fleet"}
+
+
+def emitted_by_the_code():
+    """{"machine": names, "fleet": names}: the keyword names of every ``.emit(...)`` and
+    ``.emit_fleet(...)`` call in app.py and chalicelib/, as the code is written."""
+    found = {kind: set() for kind in EMITTERS.values()}
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in EMITTERS:
+                names = {keyword.arg for keyword in node.keywords}
+                assert None not in names, f"{path.name}:{node.lineno}: name each metric, no **values"
+                found[EMITTERS[node.func.attr]] |= names
+    return found
 
 # The units CloudWatch accepts (PutMetricData's StandardUnit); EMF rejects others.
 CLOUDWATCH_UNITS = {
@@ -81,3 +100,22 @@ def test_by_default_the_line_goes_to_stdout_which_lambda_ships_to_cloudwatch_log
 
     line = capsys.readouterr().out
     assert json.loads(line)["Paused"] == 1
+
+
+def test_a_fleet_record_has_no_dimension_and_no_state_machine():
+    stream = io.StringIO()
+    Metrics(stream, clock=lambda: 1.0).emit_fleet(OldestPausedAgeSeconds=90.5, SweepErrors=0)
+
+    record = json.loads(stream.getvalue())
+    [directive] = record["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [[]]  # one dimension set, empty: the metric has no dimension
+    assert directive["Namespace"] == NAMESPACE
+    assert "StateMachine" not in record
+    assert (record["OldestPausedAgeSeconds"], record["SweepErrors"]) == (90.5, 0)
+
+
+def test_the_code_emits_exactly_the_metrics_that_have_units():
+    found = emitted_by_the_code()
+
+    assert found["machine"] and found["fleet"]
+    assert found["machine"] | found["fleet"] == set(UNITS)
