@@ -169,12 +169,16 @@ class MaintenanceFlag:
 
     def is_on_now(self, machine: StateMachineArn) -> bool:
         """The flag from the mirror (or the tags, with no cache), bypassing this container's cache."""
+        return self.state_now(machine).effective(self._now())
+
+    def state_now(self, machine: StateMachineArn) -> MaintenanceState:
+        """What :meth:`is_on_now` decides from, with who set it and why: the same reads."""
         if self._cache_seconds <= 0:
-            return self._read_or_known(machine).effective(self._now())
+            return self._read_or_known(machine)
         mirror = self.mirror(machine)
         state = mirror.state if mirror is not None else self.refresh(machine)
         self._remember(machine, state)
-        return state.effective(self._now())
+        return state
 
     def read(self, machine: StateMachineArn) -> MaintenanceState:
         """The flag and who set it, straight from the tags (the source of truth)."""

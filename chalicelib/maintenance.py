@@ -257,7 +257,8 @@ class MaintenanceControl:
 
     @aws_errors_as_http
     def overview(self, page: Page) -> dict[str, Any]:
-        """Every machine that holds tokens or is in maintenance (as mirrored), by ARN.
+        """Every machine that holds tokens or is in maintenance (as mirrored), by ARN,
+        with who switched it on and why (from the reads that decide `maintenance`: no extra call).
 
         A machine that cannot be read (deleted, denied, throttled) is listed with
         its own error; the others are listed as usual.
@@ -277,12 +278,14 @@ class MaintenanceControl:
     def _overview_entry(self, machine: StateMachineArn) -> dict[str, Any] | None:
         # One page per machine: a page of the overview may name 1,000 machines.
         held = self._store.count_held(machine, pages=1)
-        on = self._flag.is_on_now(machine)
+        state = self._flag.state_now(machine)
+        on = state.effective(self._now())
         if not on and not held.count and not held.capped:
             return None
         return {
             "stateMachineArn": machine.unqualified,
             "maintenance": on,
+            **_shown(state),
             "paused": held.count,
             "pausedCapped": held.capped,
             "oldestPausedAt": iso_timestamp(held.oldest) if held.oldest else None,

@@ -10,7 +10,9 @@ folders):
 - optionally sends SendTaskHeartbeat to held tasks, so a Task's
   HeartbeatSeconds does not kill them while they wait;
 - clears claims left by resumers that died, so their tokens resume again;
-- emits backlog and oldest-age metrics.
+- emits each machine's backlog, oldest held age and quarantine (one listing
+  each, whatever the backlog), then the fleet's: the largest age, the totals
+  and the machines whose sweep failed, which is what the alarms watch.
 """
 
 import itertools
@@ -48,6 +50,15 @@ SWEEP_ACTOR = "sfn-pauser/sweep"
 HEARTBEAT_WORKERS = 8
 # Bookkeeping of the refresh rotation, in the control folder.
 _VISITS = ("sweep", "visits.json")
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """One machine's figures as the sweep measured them (each from one listing, so capped)."""
+
+    held: int = 0
+    oldest_age: float = 0.0
+    quarantined: int = 0
 
 
 @dataclass
@@ -132,19 +143,30 @@ class Sweeper:
         refresh = set(rotation[:MAX_TAG_READS_PER_SWEEP])
         in_time = itertools.takewhile(lambda _: not deadline.expired(), rotation)
         visited: dict[str, str] = {}
+        measured: list[Gauges] = []
         for machine, outcome in self._fleet.each(
-            "sweep", in_time, lambda machine: self._sweep_one(machine, deadline, report, machine in refresh)
+            "sweep", in_time, lambda machine: self._sweep_one(machine, deadline, report, machine in refresh, measured)
         ):
             if machine in refresh:
                 visited[machine.unqualified] = iso_timestamp(self._now())
             if isinstance(outcome, MachineError):
                 report.errors.append(outcome.as_entry())
         self._record_visits(visits, visited, known.machines)
+        # Every run, even with nothing held, so that an alarm on these sees zeros, not gaps.
+        self._metrics.emit_fleet(
+            Backlog=sum(gauges.held for gauges in measured),
+            OldestPausedAgeSeconds=max((gauges.oldest_age for gauges in measured), default=0),
+            Quarantined=sum(gauges.quarantined for gauges in measured),
+            SweepErrors=len(report.errors),
+        )
         # Each error has its own line already; a fleet's worth would not fit one log event.
         self._log.decision("swept", **{**report.as_dict(), "errors": len(report.errors)})
         return report
 
-    def _sweep_one(self, machine: StateMachineArn, deadline: Deadline, report: SweepReport, refresh: bool) -> None:
+    def _sweep_one(
+        self, machine: StateMachineArn, deadline: Deadline, report: SweepReport, refresh: bool, measured: list[Gauges]
+    ) -> None:
+        """The machine's turn; its figures join ``measured`` (none for a machine AWS no longer has)."""
         state = None
         asked_at = self._now()
         try:
@@ -163,14 +185,22 @@ class Sweeper:
             beats, expired = self._send_heartbeats(machine, deadline)
             report.heartbeats += beats
             report.expired += expired
-        # One listing a minute per machine, whatever it holds: Backlog stops at a page
-        # (at least 1,000), and the oldest key is the first listed.
+        # One listing a minute per machine and folder, whatever they hold: a count stops
+        # at a page (at least 1,000), and the oldest key is the first listed.
         held = self._store.count_held(machine, pages=1)
+        quarantined = self._store.count_quarantined(machine, pages=1)
+        gauges = Gauges(
+            held=held.count,
+            oldest_age=(self._now() - held.oldest).total_seconds() if held.oldest else 0.0,
+            quarantined=quarantined.count,
+        )
         self._metrics.emit(
             machine.name,
-            Backlog=held.count,
-            OldestPausedAgeSeconds=(self._now() - held.oldest).total_seconds() if held.oldest else 0,
+            Backlog=gauges.held,
+            OldestPausedAgeSeconds=gauges.oldest_age,
+            Quarantined=gauges.quarantined,
         )
+        measured.append(gauges)  # before the lift, whose failure is an error of its own
         if state is not None and state.expired(self._now()):
             # Last, so that a machine the sweep may not switch (an Express
             # workflow) is still drained: a passed `until` is off for the task

@@ -41,6 +41,7 @@ CLI_PATH = ROOT / "cli"
 sys.path.insert(0, str(CLI_PATH))  # the package, whether or not `pip install -e .` has run
 
 import sfn_pauser_cli.api  # noqa: E402
+import sfn_pauser_cli.commands  # noqa: E402
 import sfn_pauser_cli.main  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -265,6 +266,46 @@ def test_status_shows_maintenance_and_what_is_held(stack, machine):
     name = machine.rsplit(":", 1)[1]
     assert re.search(rf"^{name}: maintenance on since \S+Z by .*\(reason: migration\)$", run.stdout, re.M), run.stdout
     assert re.search(rf"^{name}: 2 held, the oldest paused at \S+Z \(\d+s ago\)$", run.stdout, re.M), run.stdout
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The status table's rows by their first column (cells are apart by two spaces or more)."""
+    lines = stdout.splitlines()
+    assert re.match(r"STATE MACHINE\s+MAINTENANCE\s+HELD\s+OLDEST\s+BY\s+REASON$", lines[0]), stdout
+    return {cells[0]: cells for cells in (re.split(r"\s{2,}", line) for line in lines[1:])}
+
+
+def test_status_without_a_machine_is_a_table_of_every_machine_in_maintenance_or_holding(stack):
+    switched, holding, idle = stack.create_machine(), stack.create_machine(), stack.create_machine()
+    assert cli("on", "--api", stack.api, "--state-machine", switched, "--reason", "deploy 7").code == 0
+    stack.hold(holding, "first")
+    stack.hold(holding, "second")
+
+    run = cli("status", "--api", stack.api)
+
+    assert run.code == 0, run.stderr
+    rows = table_rows(run.stdout)
+    name = {arn: arn.rsplit(":", 1)[1] for arn in (switched, holding, idle)}
+    assert rows[name[switched]][1:4] == ["on", "0", "-"]
+    by = stack.get("/maintenance", stateMachineArn=switched)["by"]
+    assert rows[name[switched]][4] == by.split(":", 5)[-1] and rows[name[switched]][5] == "deploy 7"
+    assert rows[name[holding]][1:3] == ["off", "2"]
+    assert re.fullmatch(r"\d+s", rows[name[holding]][3]), rows[name[holding]]
+    assert rows[name[holding]][4] == "-"
+    assert name[idle] not in rows
+
+
+def test_status_json_without_a_machine_is_the_overview_of_all_pages_as_one(stack):
+    holding = stack.create_machine()
+    stack.hold(holding)
+
+    run = cli("status", "--json", "--api", stack.api)
+
+    assert run.code == 0, run.stderr
+    body = run.json()
+    assert body["nextToken"] is None
+    [entry] = [entry for entry in body["stateMachines"] if entry["stateMachineArn"] == holding]
+    assert (entry["maintenance"], entry["paused"], entry["pausedCapped"], entry["by"]) == (False, 1, False, None)
 
 
 def test_json_prints_the_api_body_as_it_is(stack, machine):
@@ -584,6 +625,109 @@ def test_a_tampered_request_does_not_match_its_signature(scripted):
     assert signature_of(request, REGION) != signed
 
 
+def overview_entry(name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "stateMachineArn": f"arn:aws:states:eu-central-1:{ACCOUNT}:stateMachine:{name}",
+        "maintenance": False, "since": None, "by": None, "reason": None, "until": None,
+        "paused": 0, "pausedCapped": False, "oldestPausedAt": None, "oldestPausedAgeSeconds": None,
+        **fields,
+    }  # fmt: skip
+
+
+OVERVIEW_PAGES = {
+    None: (
+        [overview_entry("Alpha", maintenance=True, since="2026-01-01T10:00:00.000Z", reason="deploy 9",
+                        by=f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci-9", until="2026-01-01T12:00:00.000Z")],
+        "page-2",
+    ),
+    "page-2": (
+        [overview_entry("Bravo", paused=1000, pausedCapped=True, oldestPausedAt="2026-01-01T08:00:00.000Z",
+                        oldestPausedAgeSeconds=7384.5)],
+        "page-3",
+    ),
+    "page-3": ([overview_entry("Charlie", paused=3, oldestPausedAgeSeconds=42.0)], None),
+}  # fmt: skip
+
+
+def answer_overview(pages: dict[str | None, tuple[list[dict[str, Any]], str | None]]) -> Callable[[Recorded], Reply]:
+    def respond(request: Recorded) -> Reply:
+        entries, token = pages[request.query.get("nextToken")]
+        return 200, {}, {"stateMachines": entries, "nextToken": token}
+
+    return respond
+
+
+def test_status_without_a_machine_follows_every_page_and_counts_capped_backlogs_as_at_least(scripted):
+    scripted.respond = answer_overview(OVERVIEW_PAGES)
+
+    run = cli("status", "--api", scripted.url)
+
+    assert run.code == 0, run.stderr
+    assert [request.query for request in scripted.requests] == [
+        {"limit": "1000"},
+        {"limit": "1000", "nextToken": "page-2"},
+        {"limit": "1000", "nextToken": "page-3"},
+    ]
+    assert all(request.path == "/maintenance" and request.header("Authorization") for request in scripted.requests)
+    rows = table_rows(run.stdout)
+    assert list(rows) == ["Alpha", "Bravo", "Charlie"]
+    assert rows["Alpha"] == [
+        "Alpha",
+        "on",
+        "0",
+        "-",
+        "assumed-role/deployer/ci-9",
+        "deploy 9; until 2026-01-01T12:00:00.000Z",
+    ]
+    assert rows["Bravo"] == ["Bravo", "off", "≥1000", "2h03m", "-"]
+    assert rows["Charlie"] == ["Charlie", "off", "3", "42s", "-"]
+
+
+def test_status_json_without_a_machine_prints_every_pages_entries_as_one_overview(scripted):
+    scripted.respond = answer_overview(OVERVIEW_PAGES)
+
+    run = cli("status", "--json", "--api", scripted.url)
+
+    assert run.code == 0, run.stderr
+    everything = [entry for entries, _ in OVERVIEW_PAGES.values() for entry in entries]
+    assert run.json() == {"stateMachines": everything, "nextToken": None}
+
+
+def test_status_without_a_machine_shows_one_it_cannot_read_and_exits_1(scripted):
+    denied = {
+        "stateMachineArn": f"arn:aws:states:eu-central-1:{ACCOUNT}:stateMachine:Denied",
+        "error": {"Code": "AwsAccessDenied", "Message": "AWS refused access", "Status": 403},
+    }
+    scripted.respond = answer_overview({None: ([overview_entry("Alpha", paused=1), denied], None)})
+
+    run = cli("status", "--api", scripted.url)
+
+    assert run.code == 1
+    rows = table_rows(run.stdout)
+    assert rows["Alpha"][1:3] == ["off", "1"]
+    assert rows["Denied"] == ["Denied", "?", "?", "?", "cannot read it: AwsAccessDenied: AWS refused access"]
+    assert "1 of 2 state machines could not be read" in run.stderr
+
+
+def test_status_without_a_machine_says_when_nothing_is_held_or_in_maintenance(scripted):
+    scripted.respond = answer_overview({None: ([], None)})
+
+    run = cli("status", "--api", scripted.url)
+
+    assert run.code == 0, run.stderr
+    assert run.stdout == "no state machine is in maintenance or holds executions\n"
+
+
+def test_status_without_a_machine_stops_when_the_api_repeats_a_page(scripted):
+    scripted.respond = answer_overview({None: ([], "again"), "again": ([], "again")})
+
+    run = cli("status", "--api", scripted.url)
+
+    assert run.code == 1
+    assert "answered the nextToken 'again' twice" in run.stderr
+    assert len(scripted.requests) == 2
+
+
 def test_off_wait_nudges_a_backlog_that_stopped_shrinking(scripted):
     def respond(request: Recorded) -> Reply:
         if request.path == "/resume":
@@ -789,7 +933,7 @@ def test_the_region_is_the_api_hosts_before_the_environments(monkeypatch):
     assert resolve(None, "https://pauser.example.com", session) == "us-east-1"
 
 
-@pytest.mark.parametrize("module", [sfn_pauser_cli.api, sfn_pauser_cli.main])
+@pytest.mark.parametrize("module", [sfn_pauser_cli.api, sfn_pauser_cli.commands, sfn_pauser_cli.main])
 def test_the_examples_in_the_docstrings_hold(module):
     failed, attempted = doctest.testmod(module)
 

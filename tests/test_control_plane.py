@@ -531,6 +531,25 @@ def test_the_overview_lists_only_machines_holding_tokens_or_in_maintenance_a_pag
     ]
 
 
+def test_the_overview_says_who_switched_each_machine_on_why_and_until_when(plain, client):
+    on, off = plain.machine("Alpha"), plain.machine("Bravo")
+    ok(switch(client, stateMachineArn=on, enabled=True, reason="deploy 42", until="2099-01-01T00:00:00Z"))
+    ok(switch(client, stateMachineArn=off, enabled=True))
+    hold(client, off)
+    ok(switch(client, stateMachineArn=off, enabled=False, resume=False))
+
+    [page] = pages(client, "/maintenance", "stateMachines")
+
+    by_arn = {machine["stateMachineArn"]: machine for machine in page}
+    assert by_arn[on]["maintenance"] is True
+    assert (by_arn[on]["reason"], by_arn[on]["until"]) == ("deploy 42", "2099-01-01T00:00:00.000Z")
+    assert by_arn[on]["by"] and by_arn[on]["since"]
+    assert ok(get(client, "/maintenance", stateMachineArn=on))["by"] == by_arn[on]["by"]
+    # Off: nobody's, whatever it still holds.
+    assert (by_arn[off]["maintenance"], by_arn[off]["paused"]) == (False, 1)
+    assert [by_arn[off][key] for key in ("since", "by", "reason", "until")] == [None] * 4
+
+
 BAD_LIMITS = ["0", "1001", "x", "-1", "1.5", " 7", "١٢"]  # the last: Arabic-Indic digits
 
 

@@ -18,6 +18,7 @@ from cfnlint.api import ManualArgs, lint_file
 
 import app as chalice_app
 from tests.harness import REGION, ROOT
+from tests.test_metrics import dashboard_body
 
 STAGE = "prod"
 ENV = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
@@ -199,6 +200,158 @@ def test_quarantine_and_audit_expire_and_incomplete_uploads_are_aborted(sam):
     assert rules["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert all(rule["Status"] == "Enabled" for rule in rules.values())
     assert "Prefix" not in rules["AbortIncompleteMultipartUploads"]  # the whole bucket
+
+
+# Operations: the dashboard, the alarms, the access log, the resumer's on-failure queue
+
+
+ALARMS = {
+    "HeldTooLongAlarm": ("SfnPauser", "OldestPausedAgeSeconds"),
+    "QuarantinedTokensAlarm": ("SfnPauser", "Quarantined"),
+    "SweepFailingAlarm": ("AWS/Lambda", "Errors"),
+    "SweepNotRunningAlarm": ("AWS/Lambda", "Invocations"),
+    "LostContinuationAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+}
+
+
+def test_the_operations_parameters_default_to_alarms_on_no_topic_and_no_access_log(sam):
+    parameters = sam["Parameters"]
+
+    assert (parameters["EnableAlarms"]["Default"], parameters["EnableAlarms"]["AllowedValues"]) == (
+        "true",
+        ["true", "false"],
+    )
+    assert parameters["AlarmTopicArn"]["Default"] == ""
+    # The example checkpoint's TimeoutSeconds less an hour to act in.
+    timeout = json.loads((ROOT / "examples" / "checkpoint.asl.json").read_text())
+    [checkpoint] = [state for state in timeout["States"].values() if "TimeoutSeconds" in state]
+    assert parameters["HeldAgeAlarmSeconds"]["Default"] == checkpoint["TimeoutSeconds"] - 3600
+    assert parameters["ApiAccessLogs"]["Default"] == "false"
+    assert sam["Conditions"]["AlarmsEnabled"] == {"Fn::Equals": [{"Ref": "EnableAlarms"}, "true"]}
+    assert sam["Conditions"]["AlarmsNotify"] == {
+        "Fn::And": [{"Condition": "AlarmsEnabled"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}]
+    }
+    assert sam["Conditions"]["AccessLogsEnabled"] == {"Fn::Equals": [{"Ref": "ApiAccessLogs"}, "true"]}
+
+
+@pytest.mark.parametrize(("logical", "metric"), ALARMS.items())
+def test_each_alarm_exists_only_when_enabled_and_notifies_the_topic_only_when_given(sam, logical, metric):
+    alarm = sam["Resources"][logical]
+    properties = alarm["Properties"]
+    notify = {"Fn::If": ["AlarmsNotify", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+    assert (alarm["Type"], alarm["Condition"]) == ("AWS::CloudWatch::Alarm", "AlarmsEnabled")
+    assert (properties["Namespace"], properties["MetricName"]) == metric
+    assert properties["AlarmActions"] == properties["OKActions"] == notify
+    assert "docs/operations.md#" in properties["AlarmDescription"]
+
+
+def test_the_held_age_alarm_watches_the_fleets_oldest_against_the_threshold_parameter(sam):
+    properties = sam["Resources"]["HeldTooLongAlarm"]["Properties"]
+
+    assert "Dimensions" not in properties  # the fleet's figure: the largest age of any machine
+    assert (properties["Statistic"], properties["Threshold"]) == ("Maximum", {"Ref": "HeldAgeAlarmSeconds"})
+    assert properties["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_any_quarantined_token_raises_the_quarantine_alarm(sam):
+    properties = sam["Resources"]["QuarantinedTokensAlarm"]["Properties"]
+
+    assert "Dimensions" not in properties
+    assert (properties["Statistic"], properties["Threshold"], properties["ComparisonOperator"]) == (
+        "Maximum",
+        0,
+        "GreaterThanThreshold",
+    )
+
+
+def test_the_sweep_alarms_watch_the_sweep_function_and_its_silence_is_breaching(sam):
+    failing = sam["Resources"]["SweepFailingAlarm"]["Properties"]
+    silent = sam["Resources"]["SweepNotRunningAlarm"]["Properties"]
+    sweep = [{"Name": "FunctionName", "Value": {"Ref": "Sweep"}}]
+
+    assert sam["Resources"]["Sweep"]["Type"] == "AWS::Serverless::Function"  # Ref gives its function name
+    assert failing["Dimensions"] == silent["Dimensions"] == sweep
+    assert (failing["ComparisonOperator"], failing["Threshold"], failing["TreatMissingData"]) == (
+        "GreaterThanOrEqualToThreshold",
+        1,
+        "notBreaching",
+    )
+    # Lambda publishes no Invocations for a minute without one: missing is the point.
+    assert (silent["ComparisonOperator"], silent["Threshold"], silent["TreatMissingData"]) == (
+        "LessThanThreshold",
+        1,
+        "breaching",
+    )
+    assert silent["Period"] * silent["DatapointsToAlarm"] == 300
+
+
+def test_the_resumers_failed_async_invocations_go_to_a_queue_its_role_alone_may_send_to(sam):
+    resources = sam["Resources"]
+    config = resources["ResumerAsyncInvokeConfig"]
+    grant = resources["ResumerFailuresSend"]
+    queue = {"Fn::GetAtt": ["ResumerFailures", "Arn"]}
+
+    assert config["Type"] == "AWS::Lambda::EventInvokeConfig"
+    assert config["Properties"]["FunctionName"] == {"Ref": "Resumer"}
+    assert config["Properties"]["Qualifier"] == "$LATEST"
+    assert config["Properties"]["MaximumRetryAttempts"] == 2
+    assert config["Properties"]["DestinationConfig"] == {"OnFailure": {"Destination": queue}}
+    # Lambda checks the role may send when the destination is set, so the grant comes first.
+    assert config["DependsOn"] == ["ResumerFailuresSend"]
+    assert resources["ResumerFailures"]["Type"] == "AWS::SQS::Queue"
+    assert resources["ResumerFailures"]["Properties"]["SqsManagedSseEnabled"] is True
+    assert grant["Type"] == "AWS::IAM::Policy"
+    assert grant["Properties"]["Roles"] == [{"Ref": resources["Resumer"]["Properties"]["Role"]["Fn::GetAtt"][0]}]
+    [statement] = grant["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"], statement["Resource"]) == ("Allow", ["sqs:SendMessage"], queue)
+
+
+def test_the_apis_access_log_is_an_option_that_records_who_was_refused_and_why(sam):
+    setting = sam["Resources"]["RestAPI"]["Properties"]["AccessLogSetting"]
+    log_group = sam["Resources"]["ApiAccessLogGroup"]
+
+    condition, enabled, disabled = setting["Fn::If"]
+    assert (condition, disabled) == ("AccessLogsEnabled", {"Ref": "AWS::NoValue"})
+    assert enabled["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    line = json.loads(enabled["Format"])  # one JSON object per request
+    assert {line[field] for field in ("status", "userArn", "errorType", "error", "requestId")} == {
+        "$context.status",
+        "$context.identity.userArn",
+        "$context.error.responseType",
+        "$context.error.message",
+        "$context.requestId",
+    }
+    assert (log_group["Type"], log_group["Condition"]) == ("AWS::Logs::LogGroup", "AccessLogsEnabled")
+    assert log_group["Properties"]["RetentionInDays"] == {"Ref": "ApiAccessLogRetentionDays"}
+
+
+@pytest.mark.parametrize("alarms", [True, False])
+def test_the_dashboard_graphs_the_stages_functions_and_queue_and_lists_the_alarms_when_there_are(sam, alarms):
+    dashboard = sam["Resources"]["Dashboard"]
+    body = dashboard_body(sam, alarms=alarms)
+    metrics = [metric for widget in body["widgets"] for metric in widget["properties"].get("metrics", [])]
+    listed = [alarm for widget in body["widgets"] for alarm in widget["properties"].get("alarms", [])]
+
+    assert dashboard["Properties"]["DashboardName"] == {"Fn::Sub": "sfn-pauser-${Stage}"}
+    functions = {metric[3] for metric in metrics if metric[0] == "AWS/Lambda"}
+    assert functions == set(FUNCTIONS.values())  # ${Pauser} etc.: each function's deployed name
+    assert [metric[3] for metric in metrics if metric[0] == "AWS/SQS"] == ["ResumerFailures.QueueName"]
+    assert listed == ([f"{logical}.Arn" for logical in ALARMS] if alarms else [])
+    [threshold] = [
+        annotation["value"]
+        for widget in body["widgets"]
+        for annotation in widget["properties"].get("annotations", {}).get("horizontal", [])
+    ]
+    assert threshold == sam["Parameters"]["HeldAgeAlarmSeconds"]["Default"]
+
+
+def test_the_outputs_lead_to_the_dashboard_and_the_queue(sam):
+    outputs = sam["Outputs"]
+
+    assert "#dashboards:name=${Dashboard}" in outputs["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert outputs["ResumerFailuresQueueUrl"]["Value"] == {"Ref": "ResumerFailures"}
+    assert outputs["ApiAccessLogGroupName"]["Condition"] == "AccessLogsEnabled"
 
 
 def test_cfn_lint_finds_nothing_in_the_merged_template(sam_path):

@@ -546,9 +546,17 @@ def write_held(aws, arn, count):
         aws.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
 
 
+def metric_records(capsys):
+    """The EMF records written so far: each machine's, and the fleet's (no dimension)."""
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    machines = [record for record in records if "StateMachine" in record and "Backlog" in record]
+    fleet = [record for record in records if record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]]
+    return machines, fleet
+
+
 def backlog_metrics(capsys):
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Backlog"' in line]
-    return [(line["Backlog"], line["OldestPausedAgeSeconds"] > 3000) for line in lines]
+    machines, _ = metric_records(capsys)
+    return [(line["Backlog"], line["OldestPausedAgeSeconds"] > 3000) for line in machines]
 
 
 def test_the_sweeps_listings_of_a_machine_in_maintenance_do_not_grow_with_its_backlog(
@@ -568,6 +576,55 @@ def test_the_sweeps_listings_of_a_machine_in_maintenance_do_not_grow_with_its_ba
     assert len(pages.of(FOLDER)) == small == 2  # the folder's first page finds its machines; one counts
     # Backlog stops at one page (at least 5 here, 1,000 in S3); the oldest is still the first key.
     assert backlog_metrics(capsys) == [(3, True), (5, True)]
+
+
+def test_each_machine_reports_what_it_holds_its_oldest_age_and_its_quarantine(aws, bucket, sends, capsys):
+    arn = create_machine(aws, tags={"Maintenance": "true"})
+    services = build()
+    write_held(aws, arn, 3)
+    services.store.quarantine(held_keys(services)[-1], "TaskTimedOut", parse_state_machine_arn(arn))
+
+    services.sweeper.sweep(Deadline(30))
+
+    [record], _ = metric_records(capsys)
+    assert record["StateMachine"] == "Orders"
+    assert (record["Backlog"], record["Quarantined"]) == (2, 1)
+    assert 3000 < record["OldestPausedAgeSeconds"] < 3700  # the first of them was paused an hour ago
+
+
+def test_the_fleet_record_has_the_largest_age_the_totals_and_the_machines_that_failed(
+    aws, bucket, sends, monkeypatch, capsys
+):
+    orders = create_machine(aws, "Orders", tags={"Maintenance": "true"})
+    billing = create_machine(aws, "Billing", tags={"Maintenance": "true"})
+    denied = create_machine(aws, "Denied", tags={"Maintenance": "true"})
+    services = build()
+    write_held(aws, orders, 4)  # paused an hour ago
+    hold(services, billing, "token-billing")
+    hold(services, denied, "token-denied")
+    services.store.quarantine(held_keys(services)[0], "TaskTimedOut", parse_state_machine_arn(orders))
+    refuse(monkeypatch, "ListTagsForResource", "AccessDeniedException", when=for_machine(denied))
+
+    report = services.sweeper.sweep(Deadline(30))
+
+    machines, [fleet] = metric_records(capsys)
+    assert [entry["stateMachineArn"] for entry in report.errors] == [denied]
+    assert {record["StateMachine"] for record in machines} == {"Orders", "Billing"}
+    assert (fleet["Backlog"], fleet["Quarantined"], fleet["SweepErrors"]) == (3 + 1, 1, 1)
+    assert fleet["OldestPausedAgeSeconds"] == max(record["OldestPausedAgeSeconds"] for record in machines) > 3000
+    assert "StateMachine" not in fleet
+
+
+def test_the_fleet_record_is_written_with_zeros_when_nothing_is_known(aws, bucket, capsys):
+    build().sweeper.sweep(Deadline(30))
+
+    _, [fleet] = metric_records(capsys)
+    assert {name: fleet[name] for name in ("Backlog", "OldestPausedAgeSeconds", "Quarantined", "SweepErrors")} == {
+        "Backlog": 0,
+        "OldestPausedAgeSeconds": 0,
+        "Quarantined": 0,
+        "SweepErrors": 0,
+    }
 
 
 def test_heartbeats_stream_the_backlog_and_stop_listing_it_at_the_deadline(aws, bucket, sends, monkeypatch):

@@ -24,6 +24,11 @@ MAX_POLL_SECONDS = 5.0
 # resume chain may have stopped (it does when it makes no progress, and the
 # scheduled sweep restarts it only a minute later).
 STALL_POLLS = 3
+# The overview asks for the API's largest page, so a fleet takes few requests.
+OVERVIEW_PAGE = 1000
+# A bound on the pages followed, against an API that keeps answering with a nextToken.
+MAX_OVERVIEW_PAGES = 1000
+REASON_WIDTH = 60
 
 
 class Failure(Exception):
@@ -194,6 +199,33 @@ def status(api: Api, output: Output, machine: str) -> None:
     output.result(body, _status_lines([body]))
 
 
+def overview(api: Api, output: Output) -> None:
+    """GET /maintenance without a machine, every page: a table of each machine in
+    maintenance or holding executions (``--json``: the pages' entries as one body)."""
+    entries: list[dict[str, Any]] = []
+    token: str | None = None
+    seen: set[str] = set()
+    for _ in range(MAX_OVERVIEW_PAGES):
+        query = {"limit": str(OVERVIEW_PAGE), **({"nextToken": token} if token else {})}
+        body = _object(api.get("/maintenance", query), "GET /maintenance")
+        listed = body.get("stateMachines")
+        if not isinstance(listed, list):
+            raise Failure(f"GET /maintenance answered without a stateMachines list: {json.dumps(body)[:300]}")
+        entries.extend(_object(entry, "GET /maintenance stateMachines") for entry in listed)
+        token = body.get("nextToken")
+        if not token:
+            break
+        if token in seen:
+            raise Failure(f"GET /maintenance answered the nextToken {token!r} twice; the listing would not end")
+        seen.add(str(token))
+    else:
+        raise Failure(f"GET /maintenance still had more after {MAX_OVERVIEW_PAGES} pages; stopped")
+    output.result({"stateMachines": entries, "nextToken": None}, _overview_table(entries))
+    unreadable = [entry for entry in entries if "error" in entry]
+    if unreadable:
+        raise Failure(f"{len(unreadable)} of {len(entries)} state machines could not be read (see the table)")
+
+
 def resume(api: Api, output: Output, machine: str, options: dict[str, Any]) -> None:
     body = _object(api.post("/resume", {"stateMachineArn": machine, **options}), "POST /resume")
     output.result(body, [f"{_name(body.get('stateMachineArn', machine))}: {_counts(body)}"])
@@ -245,6 +277,73 @@ def _status_lines(statuses: Iterator[dict[str, Any]] | Any) -> list[str]:
             held += f"; {_count(status, 'quarantined')} quarantined (tokens that could not be resumed)"
         lines.append(held)
     return lines
+
+
+def _overview_table(entries: list[dict[str, Any]]) -> list[str]:
+    if not entries:
+        return ["no state machine is in maintenance or holds executions"]
+    names = _short_names([str(entry.get("stateMachineArn") or "?") for entry in entries])
+    rows = [["STATE MACHINE", "MAINTENANCE", "HELD", "OLDEST", "BY", "REASON"]]
+    for entry, name in zip(entries, names, strict=True):
+        if "error" in entry:
+            error = entry["error"] if isinstance(entry["error"], dict) else {}
+            problem = f"cannot read it: {error.get('Code', 'Error')}: {error.get('Message', '')}"
+            rows.append([name, "?", "?", "?", "", _clip(problem)])
+            continue
+        held = f"{'≥' if entry.get('pausedCapped') else ''}{_count(entry, 'paused')}"
+        age = entry.get("oldestPausedAgeSeconds")
+        oldest = _age(_number(age)) if age is not None else "-"
+        reason = "; ".join(filter(None, [entry.get("reason"), entry.get("until") and f"until {entry['until']}"]))
+        rows.append([name, _on_off(entry.get("maintenance")), held, oldest, _who(entry.get("by")), _clip(reason)])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+            for row in rows]  # fmt: skip
+
+
+def _short_names(arns: list[str]) -> list[str]:
+    """Each machine's name, or its whole ARN where namesakes (other regions or accounts) share the name.
+
+    >>> _short_names(["arn:aws:states:eu-west-1:111111111111:stateMachine:A",
+    ...               "arn:aws:states:us-east-1:111111111111:stateMachine:A",
+    ...               "arn:aws:states:us-east-1:111111111111:stateMachine:B"])  # doctest: +NORMALIZE_WHITESPACE
+    ['arn:aws:states:eu-west-1:111111111111:stateMachine:A', 'arn:aws:states:us-east-1:111111111111:stateMachine:A',
+     'B']
+    """
+    names = [_name(arn) for arn in arns]
+    return [arn if names.count(name) > 1 else name for arn, name in zip(arns, names, strict=True)]
+
+
+def _who(by: Any) -> str:
+    """An IAM ARN's resource part (``user/alice``, ``assumed-role/deployer/ci-42``); anything else as it is.
+
+    >>> _who("arn:aws:sts::123456789012:assumed-role/deployer/ci-42")
+    'assumed-role/deployer/ci-42'
+    >>> _who(None)
+    '-'
+    """
+    text = str(by or "-")
+    parts = text.split(":", 5)
+    return parts[5] if text.startswith("arn:") and len(parts) == 6 else text
+
+
+def _age(seconds: float) -> str:
+    """A held age in two units at most.
+
+    >>> [_age(s) for s in (0, 59.6, 61, 3600 * 5 + 61, 86400 * 2 + 3600 * 3 + 59)]
+    ['0s', '59s', '1m01s', '5h01m', '2d03h']
+    """
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
 
 
 def _event_line(event: Any) -> str:

@@ -87,15 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the API's stage URL (default: ${API_VARIABLE})",
     )
     common.add_argument(
-        "--state-machine",
-        metavar="ARN",
-        action="append",
-        required=True,
-        dest="state_machines",
-        type=_matching(_STATE_MACHINE_ARN, "a state machine ARN, arn:aws:states:REGION:ACCOUNT:stateMachine:NAME"),
-        help="the state machine (on and off take it more than once)",
-    )
-    common.add_argument(
         "--region",
         help="the region to sign for (default: the one in an execute-api hostname, else AWS_REGION, "
         "AWS_DEFAULT_REGION or the profile's)",
@@ -115,13 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def subcommand(name: str, summary: str) -> argparse.ArgumentParser:
-        return subcommands.add_parser(
+    def subcommand(name: str, summary: str, machine_help: str = "the state machine") -> argparse.ArgumentParser:
+        parser = subcommands.add_parser(
             name, parents=[common], help=summary, description=summary, epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
+        parser.add_argument(
+            "--state-machine",
+            metavar="ARN",
+            action="append",
+            required=name != "status",
+            dest="state_machines",
+            type=_matching(_STATE_MACHINE_ARN, "a state machine ARN, arn:aws:states:REGION:ACCOUNT:stateMachine:NAME"),
+            help=machine_help,
+        )
+        return parser
 
-    on = subcommand("on", "Switch maintenance on: executions reaching the checkpoint are held.")
+    several = "the state machine (more than once for several)"
+    on = subcommand("on", "Switch maintenance on: executions reaching the checkpoint are held.", several)
     on.add_argument("--reason", help="why, recorded in the tags and the audit trail")
     on.add_argument(
         "--until",
@@ -132,13 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     _wait_options(on, "return only once every warm task handler sees maintenance on")
     on.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
-    off = subcommand("off", "Switch maintenance off and resume what is held.")
+    off = subcommand("off", "Switch maintenance off and resume what is held.", several)
     off.add_argument("--reason", help="why, recorded in the audit trail")
     off.add_argument("--no-resume", action="store_true", help="leave what is held for a later `resume`")
     _wait_options(off, "return only once nothing is held (progress on stderr)")
     off.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
-    subcommand("status", "Show maintenance and what is held.")
+    subcommand(
+        "status",
+        "Show maintenance and what is held: for one state machine, or without --state-machine a table of "
+        "every one in maintenance or holding executions.",
+        "the state machine (leave it out for the table of all)",
+    )
 
     resume = subcommand("resume", "Resume held executions (409 while maintenance is on, unless --force).")
     resume.add_argument("--execution", metavar="ARN", action="append", type=_execution_arn, help="only this one")
@@ -177,7 +184,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(
             f"--api {args.api!r}: expected the stage URL, e.g. https://ID.execute-api.REGION.amazonaws.com/api"
         )
-    args.state_machines = list(dict.fromkeys(args.state_machines))
+    args.state_machines = list(dict.fromkeys(args.state_machines or []))
     if args.command not in ("on", "off") and len(args.state_machines) > 1:
         parser.error(f"{args.command} takes one --state-machine")
     if getattr(args, "timeout", None) is not None and not args.wait:
@@ -191,6 +198,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def _run(api: Api, output: Output, args: argparse.Namespace) -> None:
+    if not args.state_machines:
+        commands.overview(api, output)
+        return
     machine = args.state_machines[0]
     if args.command in ("on", "off"):
         options: dict[str, Any] = {"enabled": args.command == "on"}
