@@ -106,10 +106,18 @@ def say(text: str = "") -> None:
         print(text, flush=True)
 
 
-def relay(stream: Any, label: str) -> None:
-    """Copy a subprocess's output line by line, labelled, until it closes."""
+def is_metric(line: str) -> bool:
+    """Whether a line is a CloudWatch EMF record (a metric), which Lambda's stdout carries with the logs."""
+    return line.startswith('{"_aws": ')
+
+
+def relay(stream: Any, label: str, metrics: bool) -> None:
+    """Copy a subprocess's output line by line, labelled, until it closes; EMF lines only if ``metrics``."""
     for line in stream:
-        say(f"  {label} | {line.rstrip()}")
+        if not is_metric(line):
+            say(f"  {label} | {line.rstrip()}")
+        elif metrics:
+            say(f"  {label} metric | {line.rstrip()}")
 
 
 class Labelled(io.TextIOBase):
@@ -216,12 +224,13 @@ def start_moto(port: int, exits: contextlib.ExitStack) -> tuple[str, int]:
     return endpoint, bound
 
 
-def label_metrics() -> None:
-    """The functions' EMF lines (metrics) go to stdout as in Lambda; here they are labelled like their logs."""
+def label_metrics(shown: bool) -> None:
+    """The functions' EMF lines (metrics) go to stdout as in Lambda; here they are labelled like
+    their logs, or left out (the demo's narration has no use for them)."""
     from chalicelib import services
     from chalicelib.metrics import Metrics
 
-    stream = Labelled("metric")
+    stream = Labelled("lambda metric") if shown else io.StringIO()
 
     class LabelledMetrics(Metrics):
         def __init__(self, stream_: Any = None, clock: Callable[[], float] = time.time) -> None:
@@ -230,7 +239,7 @@ def label_metrics() -> None:
     services.Metrics = LabelledMetrics  # type: ignore[misc]
 
 
-def route_lambda_to_chalice(stack: contextlib.ExitStack) -> None:
+def route_lambda_to_chalice(stack: contextlib.ExitStack, metrics: bool) -> None:
     """moto's Lambda backend runs the app's functions here, through Chalice's test client."""
     from chalice.test import Client
     from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -240,7 +249,7 @@ def route_lambda_to_chalice(stack: contextlib.ExitStack) -> None:
     from tests.moto_fidelity import make_s3_atomic
 
     make_s3_atomic()
-    label_metrics()
+    label_metrics(metrics)
 
     client = stack.enter_context(Client(chalice_app.app, stage_name=STAGE, project_dir=str(ROOT)))
     for handler in chalice_app.app.log.handlers:
@@ -390,7 +399,9 @@ def create_resources(sfn: Any, s3: Any, iam: Any, lambda_: Any, bucket: str) -> 
     return function_arn, machine_arn
 
 
-def start_chalice_local(port: int, env: dict[str, str], stack: contextlib.ExitStack) -> "subprocess.Popen[str]":
+def start_chalice_local(
+    port: int, env: dict[str, str], metrics: bool, stack: contextlib.ExitStack
+) -> "subprocess.Popen[str]":
     chalice = shutil.which("chalice", path=str(Path(sys.executable).parent))
     if chalice is None:
         raise StackError(f"no chalice executable next to {sys.executable}; run it as `python3 dev.py local`")
@@ -407,7 +418,7 @@ def start_chalice_local(port: int, env: dict[str, str], stack: contextlib.ExitSt
         # Its own session: a terminal's Ctrl-C reaches this script only, which stops it in order.
         start_new_session=True,
     )
-    relayer = threading.Thread(target=relay, args=(process.stdout, "api"), daemon=True)
+    relayer = threading.Thread(target=relay, args=(process.stdout, "api", metrics), daemon=True)
     relayer.start()
     stack.callback(relayer.join, STOP_SECONDS)
     stack.callback(stop_process, process)
@@ -463,7 +474,9 @@ def start_stack(args: argparse.Namespace, exits: contextlib.ExitStack) -> Stack:
     endpoint, moto_port = start_moto(args.moto_port, exits)
     point_at(endpoint, moto_port, settings)
     say(f"local: moto (embedded AWS) on {endpoint}")
-    route_lambda_to_chalice(exits)
+    # Metrics (EMF lines) are shown, labelled, with the stack; the demo's narration leaves them out.
+    metrics = not args.demo
+    route_lambda_to_chalice(exits, metrics)
 
     import boto3
 
@@ -480,7 +493,7 @@ def start_stack(args: argparse.Namespace, exits: contextlib.ExitStack) -> Stack:
     say(f"local: the sweep runs every {sweep.period:g} s in this process ({rule})")
 
     api = f"http://{HOST}:{args.port}"
-    chalice = start_chalice_local(args.port, dict(os.environ), exits)
+    chalice = start_chalice_local(args.port, dict(os.environ), metrics, exits)
     say(f"local: chalice local (pid {chalice.pid}) starting on {api}")
     from chalicelib.config import Settings
 

@@ -150,6 +150,7 @@ def test_the_demo_holds_an_execution_resumes_it_and_never_prints_its_token():
     assert {uuid.UUID(found) for found in UUID.findall(output)} == {key_id}, output
     assert key_id.version == 8
     assert "taskToken" not in output
+    assert '"_aws"' not in output, "metrics (EMF lines) are left out of the demo's narration"
     assert re.search(r"token\s+sha256:[0-9a-f]{12}", output)
 
 
@@ -380,3 +381,7 @@ def test_a_tag_changed_with_the_aws_cli_holds_and_lifts_within_the_documented_bo
     deadline = time.monotonic() + bound + SLACK_SECONDS
     while (count := running()) != "0":
         assert time.monotonic() < deadline, f"{count} executions still RUNNING after the untag"
+
+    # The functions' metrics are there, labelled like their logs, never a bare EMF line.
+    assert "  lambda metric | {" in lines.text
+    assert not any(line.startswith("{") for line in lines.seen), lines.text
