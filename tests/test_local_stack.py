@@ -385,3 +385,63 @@ def test_a_tag_changed_with_the_aws_cli_holds_and_lifts_within_the_documented_bo
     # The functions' metrics are there, labelled like their logs, never a bare EMF line.
     assert "  lambda metric | {" in lines.text
     assert not any(line.startswith("{") for line in lines.seen), lines.text
+
+
+# ---------------------------------------------------------------- the README, against the local stack
+
+
+def readme_commands(section: str, until: str) -> list[str]:
+    """The shell commands of the README's ```bash blocks between two headings, continuations joined;
+    comments, and `pip install` (for outside the dev environment), left out."""
+    readme = (ROOT / "README.md").read_text()
+    text = readme[readme.index(section) : readme.index(until)]
+    commands: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s{2,}#.*$", "", line).strip()  # a comment, not "deploy #42"
+            if command and not command.startswith(("#", "pip install")):
+                commands.append(command)
+    return commands
+
+
+def request(method: str, url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers or {}, method=method), timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_readmes_commands_and_answers_hold_against_the_local_stack(stack_and_shell):
+    _, shell, _ = stack_and_shell
+    commands = readme_commands("## Switching maintenance", "## REST API")
+    assert any(command.startswith("aws stepfunctions tag-resource") for command in commands)
+    assert any(command.startswith("curl -X POST") for command in commands)
+    assert any(command.startswith("sfn-pauser on") for command in commands)
+
+    for command in commands:
+        code, output = shell.run(command)
+        assert code == 0, f"{command}\n{output}"
+        if command.startswith("curl"):  # without -s, curl's progress meter comes first
+            answer = json.loads(re.findall(r"\{.*\}", output)[-1])
+            assert "Code" not in answer, f"{command}\n{output}"
+
+    # The answers the README's REST API section documents.
+    api = shell.run('echo "$API"')[1].strip()
+    status, body = request("POST", f"{api}/maintenance", json.dumps({"stateMachineArn": MACHINE_ARN}).encode())
+    assert (status, body["Code"]) == (415, "UnsupportedMediaType")
+    status, body = request("GET", f"{api}/maintenanse")
+    assert (status, body) == (403, {"message": "Missing Authentication Token"})
+    status, body = request("DELETE", f"{api}/maintenance")
+    assert (status, body["Code"]) == (405, "MethodNotAllowedError")
+
+    query = urllib.parse.urlencode({"stateMachineArn": MACHINE_ARN})
+    _, audit = request("GET", f"{api}/audit?{query}")
+    switched_on = [event for event in audit["events"] if event["action"] == "maintenance-on"]
+    assert switched_on and all(event["actor"] == "unknown" for event in audit["events"])
+    assert "deploy #42" in {event.get("reason") for event in switched_on}, "the audit keeps the reason as sent"
+    json_body = {"Content-Type": "application/json"}
+    on = json.dumps({"stateMachineArn": MACHINE_ARN, "enabled": True, "reason": "deploy #42, db migration"})
+    status, body = request("POST", f"{api}/maintenance", on.encode(), json_body)
+    assert status == 200
+    assert (body["reason"], body["by"]) == ("deploy 42 db migration", "unknown")
