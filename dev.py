@@ -73,7 +73,7 @@ def pip_install(*args: str) -> None:
         if line.startswith(("Collecting ", "Processing ")):
             collected += 1
             say(f"  [{collected}] {Path(line.split()[1]).name}")
-        elif line.startswith("Installing collected packages"):
+        elif line.startswith("Installing collected packages") and collected:
             say(f"  installing {collected} packages (the longest step, no output until it ends)")
     if process.wait() != 0:
         sys.stderr.write("".join(output))
