@@ -6,17 +6,22 @@
     python3 dev.py local --port 8001     chalice local on another port
 
 One process holds moto's server, with real Step Functions executions, and the
-task handler: moto's Lambda backend runs the Chalice ``pauser`` handler in this
-process. ``chalice local`` serves the REST API in a subprocess. Both reach moto
-through ``AWS_ENDPOINT_URL`` with dummy credentials, so nothing touches AWS.
-Ctrl-C (or SIGTERM) stops everything.
+app's functions: moto's Lambda backend runs the Chalice ``pauser`` (and
+``resumer``) handler in this process, and a thread invokes the ``sweep``
+handler on app.py's own schedule, as EventBridge does once deployed
+(``chalice local`` runs neither). ``chalice local`` serves the REST API in a
+subprocess. All of them reach moto through ``AWS_ENDPOINT_URL`` with dummy
+credentials, so nothing touches AWS. Ctrl-C (or SIGTERM) stops everything.
 """
 
 import argparse
 import contextlib
+import importlib.util
+import io
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -28,10 +33,11 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +50,9 @@ STARTUP_SECONDS = 60.0
 STEP_SECONDS = 20.0
 STOP_SECONDS = 5.0
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+RATE_UNIT_SECONDS = {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400}
+# Chalice's default, for a function config.json gives no lambda_timeout.
+DEFAULT_LAMBDA_TIMEOUT = 60
 
 T = TypeVar("T")
 
@@ -72,10 +81,18 @@ class Stack:
     chalice: "subprocess.Popen[str]"
     sfn: Any
     s3: Any
+    sweep: "Schedule"
+    cache_seconds: float
 
     @property
     def folder(self) -> str:
         return f"{self.prefix}{MACHINE_NAME}/"
+
+    @property
+    def tag_bound(self) -> float:
+        """How soon a tag changed with the AWS CLI reaches every task handler: the sweep mirrors
+        the tags, then a warm handler may use its cached flag for MaintenanceCacheSeconds."""
+        return self.sweep.period + self.cache_seconds
 
 
 # ---------------------------------------------------------------- output
@@ -89,10 +106,35 @@ def say(text: str = "") -> None:
         print(text, flush=True)
 
 
-def relay(stream: Any, label: str) -> None:
-    """Copy a subprocess's output line by line, labelled, until it closes."""
+def is_metric(line: str) -> bool:
+    """Whether a line is a CloudWatch EMF record (a metric), which Lambda's stdout carries with the logs."""
+    return line.startswith('{"_aws": ')
+
+
+def relay(stream: Any, label: str, metrics: bool) -> None:
+    """Copy a subprocess's output line by line, labelled, until it closes; EMF lines only if ``metrics``."""
     for line in stream:
-        say(f"  {label} | {line.rstrip()}")
+        if not is_metric(line):
+            say(f"  {label} | {line.rstrip()}")
+        elif metrics:
+            say(f"  {label} metric | {line.rstrip()}")
+
+
+class Labelled(io.TextIOBase):
+    """A text stream that says each line it is given, labelled like the rest of the output."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self._label = label
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            say(f"  {self._label} | {line}")
+        return len(text)
 
 
 # ---------------------------------------------------------------- helpers
@@ -146,9 +188,7 @@ def stage_environment() -> dict[str, str]:
 
 
 def status_url(stack: Stack) -> str:
-    return f"{stack.api}/maintenance?" + urllib.parse.urlencode(
-        {"stateMachineArn": stack.machine_arn}, safe=":"
-    )
+    return f"{stack.api}/maintenance?" + urllib.parse.urlencode({"stateMachineArn": stack.machine_arn}, safe=":")
 
 
 def compact(value: Any) -> str:
@@ -184,7 +224,22 @@ def start_moto(port: int, exits: contextlib.ExitStack) -> tuple[str, int]:
     return endpoint, bound
 
 
-def route_lambda_to_chalice(stack: contextlib.ExitStack) -> None:
+def label_metrics(shown: bool) -> None:
+    """The functions' EMF lines (metrics) go to stdout as in Lambda; here they are labelled like
+    their logs, or left out (the demo's narration has no use for them)."""
+    from chalicelib import services
+    from chalicelib.metrics import Metrics
+
+    stream = Labelled("lambda metric") if shown else io.StringIO()
+
+    class LabelledMetrics(Metrics):
+        def __init__(self, stream_: Any = None, clock: Callable[[], float] = time.time) -> None:
+            super().__init__(stream_ or stream, clock)
+
+    services.Metrics = LabelledMetrics  # type: ignore[misc]
+
+
+def route_lambda_to_chalice(stack: contextlib.ExitStack, metrics: bool) -> None:
     """moto's Lambda backend runs the app's functions here, through Chalice's test client."""
     from chalice.test import Client
     from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -194,6 +249,7 @@ def route_lambda_to_chalice(stack: contextlib.ExitStack) -> None:
     from tests.moto_fidelity import make_s3_atomic
 
     make_s3_atomic()
+    label_metrics(metrics)
 
     client = stack.enter_context(Client(chalice_app.app, stage_name=STAGE, project_dir=str(ROOT)))
     for handler in chalice_app.app.log.handlers:
@@ -209,6 +265,119 @@ def route_lambda_to_chalice(stack: contextlib.ExitStack) -> None:
     original = LambdaSimpleBackend.__dict__["invoke"]
     LambdaSimpleBackend.invoke = route_lambda_to(invoke)  # type: ignore[method-assign]
     stack.callback(setattr, LambdaSimpleBackend, "invoke", original)
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+def schedule_seconds(app: Any, name: str) -> float:
+    """The period of the app's ``@app.schedule(Rate(...), name=name)``, so the local one cannot drift from it."""
+    from chalice.app import Rate, ScheduledEventConfig
+
+    for source in app.event_sources:
+        if isinstance(source, ScheduledEventConfig) and source.name == name:
+            expression = source.schedule_expression
+            if not isinstance(expression, Rate):
+                raise StackError(f"{name}'s schedule {expression!r} is not a Rate; the local stack runs Rates only")
+            return float(expression.value * RATE_UNIT_SECONDS[expression.unit])
+    raise StackError(f"app.py has no scheduled function named {name!r}")
+
+
+def lambda_timeout(name: str) -> float:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    functions = config["stages"][STAGE].get("lambda_functions", {})
+    return float(functions.get(name, {}).get("lambda_timeout", DEFAULT_LAMBDA_TIMEOUT))
+
+
+def load_app_as(name: str) -> ModuleType:
+    """app.py loaded once more as a module of its own: another Lambda container.
+
+    Deployed, each function has its own containers, and what one caches (the
+    maintenance flag it last read, for MaintenanceCacheSeconds) is not another's.
+    A sweep sharing the pauser's module would refresh the pauser's cache too, and
+    a tag change would reach it sooner here than it does deployed.
+    """
+    spec = importlib.util.spec_from_file_location(name, ROOT / "app.py")
+    if spec is None or spec.loader is None:
+        raise StackError(f"cannot load {ROOT / 'app.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class LambdaContext:
+    """What Lambda hands a handler and the sweep reads: its function's ARN, and the time left."""
+
+    def __init__(self, function_arn: str, timeout: float) -> None:
+        self.invoked_function_arn = function_arn
+        self.function_name = function_arn.rsplit(":", 1)[-1]
+        self._ends_at = time.monotonic() + timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends_at - time.monotonic()) * 1000))
+
+
+class Schedule:
+    """Invokes a scheduled handler every ``period`` seconds in a thread, as EventBridge and Lambda would.
+
+    The first run comes one period after the start, as a new rule's does. Runs
+    never overlap: one that outlasts the period delays the next (deployed,
+    EventBridge would start another alongside it).
+    """
+
+    def __init__(self, handler: Callable[[Any, Any], Any], function_arn: str, period: float, timeout: float) -> None:
+        self.handler = handler
+        self.function_arn = function_arn
+        self.period = period
+        self.timeout = timeout
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"schedule {self.name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        return self.function_arn.rsplit(":", 1)[-1]
+
+    def start(self, exits: contextlib.ExitStack) -> None:
+        self._thread.start()
+        exits.callback(self.stop)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(STOP_SECONDS)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.period):
+            self.invoke()
+
+    def invoke(self) -> None:
+        _, partition, _, region, account, *_ = self.function_arn.split(":")
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": account,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": region,
+            "resources": [f"arn:{partition}:events:{region}:{account}:rule/{self.name}-event"],
+            "detail": {},
+        }
+        try:
+            self.handler(event, LambdaContext(self.function_arn, self.timeout))
+        except Exception:
+            # An unhandled error ends this invocation only, as in Lambda; the next run comes as scheduled.
+            for line in traceback.format_exc().splitlines():
+                say(f"  lambda | {line}")
+
+
+def start_sweep(function_arn: str, every: float | None, exits: contextlib.ExitStack) -> Schedule:
+    """The app's ``sweep`` on its schedule (``every`` seconds instead, for tests), in its own container."""
+    container = load_app_as("sfn_pauser_sweep_container")
+    arn = function_arn.rsplit(":", 1)[0] + f":sfn-pauser-{STAGE}-sweep"
+    period = schedule_seconds(container.app, "sweep") if every is None else every
+    schedule = Schedule(container.sweep, arn, period, lambda_timeout("sweep"))
+    schedule.start(exits)
+    return schedule
 
 
 def create_resources(sfn: Any, s3: Any, iam: Any, lambda_: Any, bucket: str) -> tuple[str, str]:
@@ -231,7 +400,7 @@ def create_resources(sfn: Any, s3: Any, iam: Any, lambda_: Any, bucket: str) -> 
 
 
 def start_chalice_local(
-    port: int, env: dict[str, str], stack: contextlib.ExitStack
+    port: int, env: dict[str, str], metrics: bool, stack: contextlib.ExitStack
 ) -> "subprocess.Popen[str]":
     chalice = shutil.which("chalice", path=str(Path(sys.executable).parent))
     if chalice is None:
@@ -249,7 +418,7 @@ def start_chalice_local(
         # Its own session: a terminal's Ctrl-C reaches this script only, which stops it in order.
         start_new_session=True,
     )
-    relayer = threading.Thread(target=relay, args=(process.stdout, "api"), daemon=True)
+    relayer = threading.Thread(target=relay, args=(process.stdout, "api", metrics), daemon=True)
     relayer.start()
     stack.callback(relayer.join, STOP_SECONDS)
     stack.callback(stop_process, process)
@@ -270,9 +439,7 @@ def stop_process(process: "subprocess.Popen[str]") -> None:
 def wait_until_serving(stack: Stack) -> None:
     def answered() -> bool:
         if stack.chalice.poll() is not None:
-            raise StackError(
-                f"chalice local exited with code {stack.chalice.returncode} (its output is above)"
-            )
+            raise StackError(f"chalice local exited with code {stack.chalice.returncode} (its output is above)")
         try:
             status, _ = http("GET", status_url(stack), timeout=5)
         except OSError:
@@ -307,7 +474,9 @@ def start_stack(args: argparse.Namespace, exits: contextlib.ExitStack) -> Stack:
     endpoint, moto_port = start_moto(args.moto_port, exits)
     point_at(endpoint, moto_port, settings)
     say(f"local: moto (embedded AWS) on {endpoint}")
-    route_lambda_to_chalice(exits)
+    # Metrics (EMF lines) are shown, labelled, with the stack; the demo's narration leaves them out.
+    metrics = not args.demo
+    route_lambda_to_chalice(exits, metrics)
 
     import boto3
 
@@ -319,56 +488,91 @@ def start_stack(args: argparse.Namespace, exits: contextlib.ExitStack) -> Stack:
     function_arn, machine_arn = create_resources(sfn, s3, client("iam"), client("lambda"), bucket)
     function_name = function_arn.rsplit(":", 1)[-1]
     say(f"local: created bucket {bucket}, function {function_name}, state machine {MACHINE_NAME}")
+    sweep = start_sweep(function_arn, args.sweep_seconds, exits)
+    rule = "app.py's schedule" if args.sweep_seconds is None else "--sweep-seconds, for tests"
+    say(f"local: the sweep runs every {sweep.period:g} s in this process ({rule})")
 
     api = f"http://{HOST}:{args.port}"
-    chalice = start_chalice_local(args.port, dict(os.environ), exits)
+    chalice = start_chalice_local(args.port, dict(os.environ), metrics, exits)
     say(f"local: chalice local (pid {chalice.pid}) starting on {api}")
+    from chalicelib.config import Settings
+
+    cache_seconds = Settings.from_env().maintenance_cache_seconds
     stack = Stack(
-        endpoint, api, machine_arn, function_arn, bucket, settings.get("Prefix", ""), chalice, sfn, s3
+        endpoint,
+        api,
+        machine_arn,
+        function_arn,
+        bucket,
+        settings.get("Prefix", ""),
+        chalice,
+        sfn,
+        s3,
+        sweep,
+        cache_seconds,
     )
     wait_until_serving(stack)
     return stack
 
 
+def shell_exports(stack: Stack) -> list[str]:
+    """What the printed commands need, set once: the URLs, the ARN, dummy credentials and a region
+    (the AWS CLI and the sfn-pauser CLI sign every request, moto accepts any key), and .venv/bin
+    for the ``aws`` and ``sfn-pauser`` commands."""
+    credentials = " ".join(f"{name}={value}" for name, value in DUMMY_CREDENTIALS.items())
+    return [
+        f"export API={stack.api} SFN_PAUSER_API={stack.api}",
+        f"export AWS_ENDPOINT_URL={stack.endpoint} AWS_DEFAULT_REGION={REGION} {credentials}",
+        f"export ARN={stack.machine_arn}",
+        f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"',
+    ]
+
+
 def print_banner(stack: Stack) -> None:
-    arn = stack.machine_arn
-    aws = (
-        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 "
-        f"aws --endpoint-url {stack.endpoint}"
-    )
-    post = f"curl -s -X POST {stack.api}/{{path}} -H 'Content-Type: application/json' -d '{{body}}'"
-    switch_on = post.format(
-        path="maintenance",
-        body=compact({"stateMachineArn": arn, "enabled": True, "reason": "db migration"}),
-    )
-    switch_off = post.format(path="maintenance", body=compact({"stateMachineArn": arn, "enabled": False}))
-    execution = arn.replace(":stateMachine:", ":execution:") + ":order-1"
-    cache = stage_environment().get("MaintenanceCacheSeconds", "the default")
+    def post(path: str, fields: str) -> str:
+        body = '{"stateMachineArn": "\'$ARN\'"' + fields + "}"
+        return f"curl -s -X POST \"$API/{path}\" -H 'Content-Type: application/json' -d '{body}'"
+
+    exports = "\n".join(f"  {line}" for line in shell_exports(stack))
+    # A new name on every paste (a name is required by moto, unlike AWS, which would make one up).
+    unique_name = '--name "order-$(date +%s)-$RANDOM"'
+    sweep = stack.sweep.period
+    cache = stack.cache_seconds
     say(
         f"""
 sfn-pauser is running locally (stage {STAGE}); nothing here talks to AWS.
-  moto endpoint   {stack.endpoint}
-  REST API        {stack.api}
-  state machine   {arn}
+  REST API        {stack.api} (chalice local)
+  moto endpoint   {stack.endpoint} (the embedded AWS: S3, Step Functions, Lambda)
+  state machine   {stack.machine_arn}
   pauser function {stack.function_arn}
+  sweep           every {sweep:g} s, in this process
   token folder    s3://{stack.bucket}/{stack.folder}
 
-Switch maintenance on:
-  {switch_on}
-Status (paused count, who, why):
-  curl -s '{status_url(stack)}'
-Start an execution (it is held while maintenance is on):
-  {aws} stepfunctions start-execution --state-machine-arn {arn} --name order-1 --input '{{"order": 1}}'
-  {aws} stepfunctions describe-execution --execution-arn {execution}
-  {aws} s3 ls s3://{stack.bucket}/{stack.folder}
-Switch maintenance off (resumes what is held):
-  {switch_off}
-Resume what is held (409 while maintenance is on, unless "force": true):
-  {post.format(path="resume", body=compact({"stateMachineArn": arn}))}
+In another shell, set these once (the commands below use them; aws and sfn-pauser are in .venv/bin):
+{exports}
 
-The pauser caches the flag for MaintenanceCacheSeconds={cache}s: an execution that reaches the checkpoint
-that soon after a switch may still see the old state. A token saved while maintenance was being lifted is
-resumed by the handler's re-check after saving; the scheduled sweep (not run by chalice local) is the backstop.
+Switch maintenance on through the REST API, and see the status (paused count, who, why):
+  {post("maintenance", ', "enabled": true, "reason": "db migration"')}
+  curl -s "$API/maintenance?stateMachineArn=$ARN"
+Start an execution (held while maintenance is on), see it, and the held tokens:
+  EXECUTION=$(aws stepfunctions start-execution --state-machine-arn "$ARN" {unique_name} --input '{{"order": 1}}' \
+--query executionArn --output text)
+  aws stepfunctions describe-execution --execution-arn "$EXECUTION" --query status
+  aws s3 ls s3://{stack.bucket}/{stack.folder}
+Switch maintenance off (resumes what is held), or resume without switching (409 while on, unless "force": true):
+  {post("maintenance", ', "enabled": false')}
+  {post("resume", "")}
+The same with the sfn-pauser CLI (it signs its requests: the exports give it credentials and a region):
+  sfn-pauser on --state-machine "$ARN" --reason "db migration"
+  sfn-pauser status --state-machine "$ARN"
+  sfn-pauser off --state-machine "$ARN" --wait
+Or with the tag, through the AWS CLI:
+  aws stepfunctions tag-resource --resource-arn "$ARN" --tags key=Maintenance,value=true
+  aws stepfunctions untag-resource --resource-arn "$ARN" --tag-keys Maintenance
+
+As deployed, a switch through the REST API or the CLI reaches every pauser within MaintenanceCacheSeconds
+({cache:g} s, the flag a warm pauser may reuse), and a tag change within the sweep's period plus that
+({sweep:g} + {cache:g} = {stack.tag_bound:g} s): the sweep mirrors the tags and resumes what a lift left held.
 Ctrl-C stops everything.
 """
     )
@@ -447,9 +651,7 @@ class Demo:
                 self.require_running(execution_arn)
             return keys
 
-        [key] = wait_for(
-            held, timeout=STEP_SECONDS, what=f"a held token under s3://{stack.bucket}/{stack.folder}"
-        )
+        [key] = wait_for(held, timeout=STEP_SECONDS, what=f"a held token under s3://{stack.bucket}/{stack.folder}")
         body = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
         say(f"    saved     s3://{stack.bucket}/{key}")
         say(f"    token     {fingerprint(body['taskToken'])} (a fingerprint: the token is a credential)")
@@ -512,7 +714,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="walk one execution through pause and resume, narrated, then stop (exit 0 on success)",
     )
+    parser.add_argument(
+        "--sweep-seconds",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="for tests only: run the sweep this often instead of on app.py's schedule (its @app.schedule Rate), "
+        "so a tag change takes effect sooner than it would deployed",
+    )
     return parser.parse_args(argv)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text}")
+    return seconds
 
 
 def raise_interrupted(signum: int, frame: FrameType | None) -> None:
@@ -522,9 +741,7 @@ def raise_interrupted(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted; during the clean-up after, they are ignored."""
-    previous = {
-        signum: signal.signal(signum, raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {signum: signal.signal(signum, raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

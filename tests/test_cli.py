@@ -895,8 +895,9 @@ def test_usage_errors_exit_2_and_send_nothing(arguments, message):
 
 def test_no_credentials_is_exit_2_and_says_where_botocore_looked():
     env = clean_environment(AWS_DEFAULT_REGION=REGION)
+    deployed = f"https://a1b2c3.execute-api.{REGION}.amazonaws.com/api"
 
-    run = cli("status", "--api", API, "--state-machine", MACHINE, env=env)
+    run = cli("status", "--api", deployed, "--state-machine", MACHINE, env=env)
 
     assert run.code == 2
     assert "sfn-pauser: error: no AWS credentials found" in run.stderr
@@ -910,6 +911,30 @@ def test_no_region_for_a_custom_domain_is_exit_2():
 
     assert run.code == 2
     assert "no region to sign for: pass --region, or set AWS_REGION" in run.stderr
+
+
+@pytest.mark.parametrize("api", ["http://127.0.0.1:8000", "http://localhost:8000/api"])
+def test_no_region_for_a_local_api_says_any_region_will_do_not_custom_domain(api):
+    env = clean_environment(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+
+    run = cli("status", "--api", api, "--state-machine", MACHINE, env=env)
+
+    assert run.code == 2
+    assert "no region to sign for: pass --region, or set AWS_REGION" in run.stderr
+    assert "a local API checks no signature, so any values will do" in run.stderr
+    assert "AWS_DEFAULT_REGION=us-east-1" in run.stderr
+    assert "custom domain" not in run.stderr
+
+
+def test_no_credentials_for_a_local_api_says_dummy_ones_will_do():
+    env = clean_environment(AWS_DEFAULT_REGION=REGION)
+
+    run = cli("status", "--api", "http://127.0.0.1:8000", "--state-machine", MACHINE, env=env)
+
+    assert run.code == 2
+    assert "no AWS credentials found to sign with; a local API checks no signature" in run.stderr
+    assert "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing" in run.stderr
+    assert "aws-actions" not in run.stderr
 
 
 def test_a_refused_connection_is_exit_1_with_a_clear_message():

@@ -380,3 +380,15 @@ def test_terraform_has_the_functions_their_own_roles_with_the_generated_policies
 
 def test_terraform_requires_sigv4_on_every_route(terraform):
     assert_iam_auth_on_every_route(json.loads(terraform["locals"]["chalice_api_swagger"]))
+
+
+def test_terraform_pins_the_old_terraform_and_providers_docs_deploy_md_names(terraform):
+    """docs/deploy.md tells Terraform users which versions the output needs; this keeps it true."""
+    pins = terraform["terraform"]
+    documented = (ROOT / "docs" / "deploy.md").read_text()
+
+    assert pins["required_version"] == ">= 0.12.26, < 1.4.0"
+    assert pins["required_providers"]["aws"]["version"] == ">= 3.61.0, < 5"
+    assert pins["required_providers"]["null"]["version"] == ">= 2, < 4"
+    for constraint in ("`>= 0.12.26, < 1.4.0`", "`>= 3.61.0, < 5`", "`>= 2, < 4`"):
+        assert constraint in documented

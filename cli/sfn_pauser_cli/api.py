@@ -71,6 +71,25 @@ def region_of_host(host: str) -> str | None:
     return match["region"] if match else None
 
 
+def is_local(api_url: str) -> bool:
+    """Whether the API is on this machine (``python3 dev.py local``'s chalice local, say).
+
+    >>> is_local("http://127.0.0.1:8000"), is_local("http://localhost:8000/api")
+    (True, True)
+    >>> is_local("https://abc123.execute-api.eu-west-1.amazonaws.com/api")
+    False
+    """
+    host = (urllib.parse.urlsplit(api_url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.endswith(".localhost") or host.startswith("127.")
+
+
+# A local API (chalice local) checks no signature, but the CLI signs every request all the same.
+_LOCAL_HINT = (
+    "a local API checks no signature, so any values will do, e.g. AWS_ACCESS_KEY_ID=testing "
+    "AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 (`python3 dev.py local` prints them)"
+)
+
+
 def resolve_region(explicit: str | None, api_url: str, session: botocore.session.Session) -> str:
     """``--region``, else the region in an ``execute-api`` hostname, else the environment.
 
@@ -87,10 +106,8 @@ def resolve_region(explicit: str | None, api_url: str, session: botocore.session
         or session.get_config_variable("region")
     )
     if not region:
-        raise ConfigurationError(
-            "no region to sign for: pass --region, or set AWS_REGION (the API's URL is a custom domain, "
-            "which does not say)"
-        )
+        why = _LOCAL_HINT if is_local(api_url) else "the API's URL is a custom domain, which does not say"
+        raise ConfigurationError(f"no region to sign for: pass --region, or set AWS_REGION ({why})")
     return region
 
 
@@ -109,6 +126,8 @@ class Api:
         session = botocore.session.get_session()
         credentials = session.get_credentials()
         if credentials is None:
+            if is_local(base_url):
+                raise ConfigurationError(f"no AWS credentials found to sign with; {_LOCAL_HINT}")
             raise ConfigurationError(
                 "no AWS credentials found; the API needs SigV4-signed requests. botocore looked in the "
                 "environment (AWS_ACCESS_KEY_ID, ...), AWS_PROFILE and ~/.aws, SSO, and container and "
