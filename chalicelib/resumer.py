@@ -125,6 +125,7 @@ class ResumeReport:
     busy: bool = False  # another resumer holds a lease of the machine and drains that shard
     continued: bool = False  # a fresh invocation carries on with the rest
     shard: int | None = None  # a shard this drain left tokens in: a hand-on takes it up first
+    keep_lease: bool = False  # finished tokens could be neither deleted nor claimed (see ``_Deletions``)
 
     def add(self, outcome: Outcome) -> None:
         if outcome is Outcome.RESUMED:
@@ -184,18 +185,27 @@ class _Quota:
 
 
 class _Deletions:
-    """Finished tokens and their claims, deleted in batches from any worker thread."""
+    """Finished tokens and their claims, deleted in batches from any worker thread.
 
-    def __init__(self, store: TokenStore, log: DecisionLog) -> None:
+    ``holder`` is a lease holder's owner name: its tokens carry no claim, so one
+    whose delete fails is claimed then (see :meth:`_guard`).
+    """
+
+    def __init__(self, store: TokenStore, log: DecisionLog, holder: str | None) -> None:
         self._store = store
         self._log = log
+        self._holder = holder
         self._lock = threading.Lock()
         self._keys: list[str] = []
+        self._unclaimed: list[str] = []
         self._flushed_at = time.monotonic()
+        self.unguarded = False  # a finished token may be left with nothing to keep it from a second send
 
-    def add(self, *keys: str) -> None:
+    def add(self, *keys: str, unclaimed: str | None = None) -> None:
         with self._lock:
             self._keys.extend(keys)
+            if unclaimed is not None:
+                self._unclaimed.append(unclaimed)
             due = len(self._keys) >= DELETE_BATCH or (time.monotonic() - self._flushed_at >= DELETE_INTERVAL_SECONDS)
         if due:
             self.flush()
@@ -203,6 +213,7 @@ class _Deletions:
     def flush(self) -> None:
         with self._lock:
             keys, self._keys = self._keys, []
+            unclaimed, self._unclaimed = self._unclaimed, []
             self._flushed_at = time.monotonic()
         if not keys:
             return
@@ -217,6 +228,8 @@ class _Deletions:
         # would answer TaskTimedOut, and they would be reported expired). Their
         # claims, left in place, keep other resumers off them; the list of what is
         # finished goes where the sweep deletes it, once S3 answers again.
+        left = set(failed)
+        failed += self._guard([key for key in unclaimed if key in left])
         try:
             deferred = self._store.defer_deletes(failed)
         except (ClientError, BotoCoreError) as error:
@@ -225,6 +238,26 @@ class _Deletions:
             self._log.decision("delete-failed", logging.WARNING, keys=len(failed), error=_code(error))
             return
         self._log.decision("delete-deferred", logging.WARNING, keys=len(failed), deferred=deferred)
+
+    def _guard(self, keys: list[str]) -> list[str]:
+        """Claim finished tokens a lease holder sent without a claim and could not delete.
+
+        Once the holder gives its lease back, nothing else would keep the next
+        resumer from sending them again. Where a claim cannot be made either, the
+        holder keeps its lease until it lapses (``unguarded``), which gives the
+        sweep time to work off the deferred deletes.
+        """
+        claims = []
+        for key in keys:
+            try:
+                claim = self._store.claim(key, self._holder or "")
+            except (ClientError, BotoCoreError):
+                claim = None
+            if claim is None:
+                self.unguarded = True
+            else:
+                claims.append(claim)
+        return claims
 
 
 @dataclass
@@ -315,73 +348,63 @@ class Resumer:
         order: list[int],
         fan_out: Callable[[int], bool] | None,
     ) -> ResumeReport:
-        """Drain each shard whose lease this resumer can take, one after another.
+        """Drain the shards whose leases this resumer can take, in one pass.
 
-        After fanning out, only the first shard taken: the others are the new
-        invocations' (or, where one could not be asked for, still this one's).
+        A small backlog: every shard whose lease is free. A large one (``fan_out``
+        given): the first free shard, and the others are asked for, each in an
+        invocation of its own (or, where one could not be asked for, kept here).
         """
+        seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
         report = ResumeReport()
+        leases: dict[int, tuple[str, str]] = {}
         busy = 0
-        handed: set[int] = set()
-        first: Iterator[HeldKey] | None = listed
-        for index, shard in enumerate(order):
-            if shard in handed:
+        for shard in order:
+            if leases and fan_out is not None and self._hand(machine, shard, fan_out):
                 continue
-            if deadline.expired():
-                untried = set(order[index:]) - handed
-                held = first if first is not None else self._store.held(machine)
-                counted = _count((item for item in held if shard_of(item.key, SHARDS) in untried), REMAINING_COUNT_CAP)
-                report.remaining += counted
-                report.remaining_capped |= counted == REMAINING_COUNT_CAP
-                report.complete = False
-                report.out_of_time = True
-                report.shard = shard if report.shard is None else report.shard
-                break
-            seconds = min(deadline.remaining(), MAX_LAMBDA_SECONDS) + LEASE_MARGIN_SECONDS
             try:
                 lease = self._store.lease(machine, self._owner, seconds, shard)
             except (ClientError, BotoCoreError) as error:
                 # The shard stays held, for the hand-on (or the sweep): as a token kept.
-                self._log.decision(
-                    "lease-failed", logging.WARNING, stateMachine=machine.unqualified, error=_code(error)
-                )
+                code = _code(error)
+                self._log.decision("lease-failed", logging.WARNING, stateMachine=machine.unqualified, error=code)
                 report.remaining += 1
                 report.complete = False
                 report.shard = shard if report.shard is None else report.shard
                 continue
             if lease is None:
                 busy += 1
-                continue
-            try:
-                if fan_out is not None:
-                    handed = {other for other in order if other != shard and self._hand(machine, other, fan_out)}
-                    fan_out = None
-                claimed = self._store.claimed(machine)
-                held = first if first is not None else self._store.held(machine)
-                first = None
-                skipped = _Skipped(claimed)
-                mine = (item for item in held if shard_of(item.key, SHARDS) == shard and skipped.unclaimed(item))
-                part = self._resume(machine, mine, deadline, None, None, None, leased=True)
-            finally:
-                self._store.release_lease(lease)
-            if part.out_of_time:
-                # Claimed tokens are their claimers' (or, once a claim is stale, the sweep's).
-                part.remaining += skipped.count
-                part.complete = False
             else:
-                self._tail(machine, shard, deadline, part)
-            report.absorb(part)
-            if part.remaining and report.shard is None:
-                report.shard = shard
+                leases[shard] = lease
         if busy:
             # Another resumer drains those shards; what they hold is not counted here.
             report.busy = True
             report.remaining += 1
             report.complete = False
+        if not leases:
+            return report
+        mine = set(leases)
+        part: ResumeReport | None = None
+        try:
+            skipped = _Skipped(self._store.claimed(machine))
+            held = (item for item in listed if shard_of(item.key, SHARDS) in mine and skipped.unclaimed(item))
+            part = self._resume(machine, held, deadline, None, None, None, leased=True)
+        finally:
+            if part is None or not part.keep_lease:
+                for lease in leases.values():
+                    self._store.release_lease(lease)
+        if part.out_of_time or part.keep_lease:
+            # Claimed tokens are their claimers' (or, once a claim is stale, the sweep's).
+            part.remaining += skipped.count
+            part.complete = False
+        else:
+            self._tail(machine, mine, deadline, part)
+        report.absorb(part)
+        if part.remaining and report.shard is None:
+            report.shard = min(mine)
         return report
 
-    def _tail(self, machine: StateMachineArn, shard: int, deadline: Deadline, drained: ResumeReport) -> None:
-        """Once its lease is given back, resume what the drain's listing could not see.
+    def _tail(self, machine: StateMachineArn, shards: set[int], deadline: Deadline, drained: ResumeReport) -> None:
+        """Once its leases are given back, resume what the drain's listing could not see.
 
         A token saved after the listing passed its place, one whose claimer backed
         off (rule 1), or one the holder left to its claimer (rule 2) is still held:
@@ -392,7 +415,7 @@ class Resumer:
         """
         late = self._resume(
             machine,
-            (item for item in self._store.held(machine) if shard_of(item.key, SHARDS) == shard),
+            (item for item in self._store.held(machine) if shard_of(item.key, SHARDS) in shards),
             deadline,
             None,
             None,
@@ -404,7 +427,7 @@ class Resumer:
         drained.failed += late.failed
         drained.attempted += late.attempted
         drained.throttled += late.throttled
-        # What the last listing found and could not resume is what the shard still holds.
+        # What the last listing found and could not resume is what the shards still hold.
         drained.remaining = late.remaining
         drained.remaining_capped = late.remaining_capped
         drained.complete = late.complete
@@ -454,7 +477,7 @@ class Resumer:
         cap = 1 if selected is not None and limit is not None else self._concurrency
         run = _Pass(
             deadline=deadline,
-            deletions=_Deletions(self._store, self._log),
+            deletions=_Deletions(self._store, self._log, self._owner if leased else None),
             quota=_Quota(limit),
             parallelism=Parallelism(cap, (lambda: limiter.rate) if limiter else (lambda: UNPACED_RATE)),
             limiter=limiter,
@@ -481,6 +504,7 @@ class Resumer:
             _collect(done, report)
         run.deletions.flush()
         report.attempted = started
+        report.keep_lease = run.deletions.unguarded
         if not report.complete:
             counted = _count(held, REMAINING_COUNT_CAP)
             report.remaining += counted
@@ -524,7 +548,11 @@ class Resumer:
         if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED):
             self._release(claim)
         elif outcome is Outcome.RESUMED and task is not None:
-            run.deletions.add(item.key, *([claim] if claim else []), self._store.token_index_key(task.task_token))
+            index = self._store.token_index_key(task.task_token)
+            if claim is None:
+                run.deletions.add(item.key, index, unclaimed=item.key)
+            else:
+                run.deletions.add(item.key, claim, index)
         elif claim is not None:
             run.deletions.add(claim)
         return outcome
