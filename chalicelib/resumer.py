@@ -435,7 +435,12 @@ class Resumer:
 
     def _hand(self, machine: StateMachineArn, shard: int, fan_out: Callable[[int], bool]) -> bool:
         """Ask for an invocation to drain ``shard``, unless a resumer already holds its lease."""
-        return self._store.lease_taken(machine, shard) or fan_out(shard)
+        try:
+            if self._store.lease_taken(machine, shard):
+                return True
+        except (ClientError, BotoCoreError):
+            pass  # the invocation asked for finds out for itself
+        return fan_out(shard)
 
     def _forget(self, machine: StateMachineArn, answered: str | None) -> None:
         """Remove the entry of a token its own delivery has just let through, if one was held.
