@@ -35,7 +35,7 @@ class Parallelism:
     MINIMUM = 4
     SMOOTHING = 0.1  # weight of each new measurement in the running mean
     WINDOW = 0.5  # seconds over which the process's CPU share is measured
-    SATURATED = 0.8  # of one core: a process held by the GIL uses little more, and some goes to waiting
+    SATURATED = 0.9  # of one core: a process held by the GIL uses little more, and some goes to waiting
     SHRINK = 0.75
     GROW = 1.125
 
