@@ -149,21 +149,19 @@ def parse_continuation(event: object) -> Continuation:
     """The ``resumer`` function's event: ``{"stateMachineArn": ARN, "generation": int, "shard": int}``."""
     fields = Fields(event, what="event")
     machine = parse_state_machine_arn(fields.string("stateMachineArn"))
-    return Continuation(machine, _whole(fields.raw("generation"), "generation", 0, 0), _shard(fields.raw("shard")))
+    return Continuation(machine, _whole(fields.raw("generation"), "generation") or 0, _shard(fields.raw("shard")))
 
 
-def _whole(value: object, name: str, default: int, least: int) -> int:
+def _whole(value: object, name: str) -> int | None:
     if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InvalidField(name, f"expected a whole number of at least {least}, got {value!r}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidField(name, f"expected a whole number of at least 0, got {value!r}")
     return value
 
 
 def _shard(value: object) -> int | None:
-    if value is None:
-        return None
-    shard = _whole(value, "shard", 0, 0)
-    if shard >= SHARDS:
+    shard = _whole(value, "shard")
+    if shard is not None and shard >= SHARDS:
         raise InvalidField("shard", f"expected a shard number from 0 to {SHARDS - 1}, got {value!r}")
     return shard

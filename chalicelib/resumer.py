@@ -16,7 +16,8 @@ The rules that matter:
 - Work stops starting when the deadline passes; what is left is ``remaining``.
 - As many tokens are in flight as the send rate needs (:mod:`chalicelib.concurrency`),
   up to ``ResumeConcurrency``; a send throttled past botocore's retries keeps its
-  claim and its turn and is sent again in the same pass, at the limiter's pace.
+  turn (and its claim, if it has one) and is sent again in the same pass, at the
+  limiter's pace.
 
 Claims and leases, so that each token is sent once whichever way it is resumed:
 
