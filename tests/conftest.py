@@ -1,7 +1,9 @@
 """Shared fixtures: moto as the whole of AWS, the Chalice test client, real workflows."""
 
+import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -111,22 +113,44 @@ def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     chalice_app._services.clear()
 
 
+class Invocations:
+    """The handler invocations moto's Lambda backend has running now."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
 @pytest.fixture
-def routed_lambda(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def routed_lambda(client: Client, monkeypatch: pytest.MonkeyPatch) -> Invocations:
     """moto's Lambda backend now runs our Chalice handler for real."""
+    invocations = Invocations()
 
     def run_handler(function_name: str, event: object) -> object:
-        return client.lambda_.invoke(function_name.removeprefix("sfn-pauser-dev-"), event).payload
+        with invocations.one():
+            return client.lambda_.invoke(function_name.removeprefix("sfn-pauser-dev-"), event).payload
 
     monkeypatch.setattr(LambdaSimpleBackend, "invoke", route_lambda_to(run_handler))
+    return invocations
 
 
 class Workflow:
     """A real state machine from examples/, executed by moto, wired to the pauser."""
 
-    def __init__(self, aws: Aws, arn: str) -> None:
+    def __init__(self, aws: Aws, arn: str, invocations: Invocations) -> None:
         self.aws = aws
         self.arn = arn
+        self._invocations = invocations
         self.name = arn.rsplit(":", 1)[-1]
         self._count = 0
 
@@ -153,8 +177,10 @@ class Workflow:
         return [item["Key"] for item in listed.get("Contents", [])]
 
     def wait_held(self, count: int, timeout: float = 15.0) -> list[str]:
+        """``count`` tokens held, and their checkpoints' invocations over: held, not about to
+        re-check the flag after saving (which may resume the token itself)."""
         return wait_until(
-            lambda: (keys := self.held_keys()) and len(keys) == count and keys,
+            lambda: (keys := self.held_keys()) and len(keys) == count and not self._invocations.running and keys,
             timeout=timeout,
             what=f"{count} held token(s)",
         )
@@ -168,11 +194,11 @@ class Workflow:
 
 
 @pytest.fixture
-def workflow(aws: Aws, bucket: str, routed_lambda: None) -> Workflow:
+def workflow(aws: Aws, bucket: str, routed_lambda: Invocations) -> Workflow:
     function_arn = create_pauser_function(aws.iam, aws.lambda_)
     arn = aws.sfn.create_state_machine(
         name="Orders",
         definition=definition(function_arn),
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/states-role",
     )["stateMachineArn"]
-    return Workflow(aws, arn)
+    return Workflow(aws, arn, routed_lambda)
