@@ -423,16 +423,10 @@ class Resumer:
             None,
             leased=False,
         )
-        drained.resumed += late.resumed
-        drained.expired += late.expired
-        drained.failed += late.failed
-        drained.attempted += late.attempted
-        drained.throttled += late.throttled
-        # What the last listing found and could not resume is what the shards still hold.
-        drained.remaining = late.remaining
-        drained.remaining_capped = late.remaining_capped
-        drained.complete = late.complete
-        drained.out_of_time = late.out_of_time
+        # What the last listing found and could not resume is what the shards still hold:
+        # the drain's own count of what it left gives way to it.
+        drained.remaining, drained.remaining_capped, drained.complete = 0, False, True
+        drained.absorb(late)
 
     def _hand(self, machine: StateMachineArn, shard: int, fan_out: Callable[[int], bool]) -> bool:
         """Ask for an invocation to drain ``shard``, unless a resumer already holds its lease."""
