@@ -7,13 +7,17 @@ import logging
 import threading
 from typing import Any
 
-from chalice import Chalice, IAMAuthorizer, Rate
+from chalice import Chalice, IAMAuthorizer, Rate, Response
 
 from chalicelib.arns import account_region_of
 from chalicelib.commands import (
     json_body,
     parse_abort,
+    parse_hold_id,
+    parse_holds_query,
+    parse_new_hold,
     parse_page,
+    parse_renew,
     parse_resume,
     parse_status,
     parse_switch,
@@ -56,14 +60,14 @@ def sweep(event: Any) -> dict[str, Any]:
 @app.route("/maintenance", methods=["POST"], authorizer=iam)
 def switch_maintenance() -> dict[str, Any]:
     command = parse_switch(json_body(app.current_request.raw_body))
-    return get_services().control.switch_all(command, _caller(), _api_deadline())
+    return get_services().holds.switch(command, _caller(), _api_deadline())
 
 
 @app.route("/maintenance", methods=["GET"], authorizer=iam)
 def maintenance_status() -> dict[str, Any]:
     query = app.current_request.query_params or {}
     if "stateMachineArn" in query:
-        return get_services().control.status(parse_status(query))
+        return get_services().holds.status(parse_status(query))
     return get_services().control.overview(parse_page(query, machine_required=False))
 
 
@@ -76,7 +80,7 @@ def paused_executions() -> dict[str, Any]:
 @app.route("/resume", methods=["POST"], authorizer=iam)
 def resume_held() -> dict[str, Any]:
     command = parse_resume(json_body(app.current_request.raw_body))
-    return get_services().control.resume(command, _caller(), _api_deadline())
+    return get_services().holds.resume(command, _caller(), _api_deadline())
 
 
 @app.route("/abort", methods=["POST"], authorizer=iam)
@@ -89,6 +93,35 @@ def abort_held() -> dict[str, Any]:
 def audit_trail() -> dict[str, Any]:
     page = parse_page(app.current_request.query_params, machine_required=True)
     return get_services().control.audit(page.machine, page)
+
+
+@app.route("/holds", methods=["POST"], authorizer=iam)
+def take_hold() -> Response:
+    services = get_services()
+    new = parse_new_hold(json_body(app.current_request.raw_body), services.hold_limits)
+    return Response(services.holds.take(new, _caller()), status_code=201)
+
+
+@app.route("/holds", methods=["GET"], authorizer=iam)
+def list_holds() -> dict[str, Any]:
+    return get_services().holds.listing(parse_holds_query(app.current_request.query_params))
+
+
+@app.route("/holds/{hold_id}", methods=["GET"], authorizer=iam)
+def get_hold(hold_id: str) -> dict[str, Any]:
+    return get_services().holds.get(parse_hold_id(hold_id))
+
+
+@app.route("/holds/{hold_id}/renew", methods=["POST"], authorizer=iam)
+def renew_hold(hold_id: str) -> dict[str, Any]:
+    services = get_services()
+    ttl = parse_renew(json_body(app.current_request.raw_body, empty_ok=True), services.hold_limits)
+    return services.holds.renew(parse_hold_id(hold_id), ttl, _caller())
+
+
+@app.route("/holds/{hold_id}", methods=["DELETE"], authorizer=iam)
+def release_hold(hold_id: str) -> dict[str, Any]:
+    return get_services().holds.release(parse_hold_id(hold_id), _caller(), _api_deadline())
 
 
 # End of Event Handlers.

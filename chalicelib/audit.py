@@ -40,6 +40,14 @@ class AuditTrail:
         self._store.create(key, event)
         return event
 
+    def record_hold(self, hold_id: str, action: str, actor: str, at: datetime | None = None, **details: Any) -> None:
+        """One event in a hold's history (``audit/holds/{holdId}/``): taken, renewed, released, expired."""
+        at = at or self._now()
+        ms = int(at.timestamp() * 1000)
+        key = self._store.control_key("audit", "holds", hold_id, f"{_LATEST_MS - ms:013d}-{uuid.uuid4().hex[:12]}.json")
+        event = {"at": iso_timestamp(at), "action": action, "holdId": hold_id, "actor": actor}
+        self._store.create(key, {**event, **{name: value for name, value in details.items() if value is not None}})
+
     def page(self, machine: StateMachineArn, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """Up to ``limit`` events, newest first, and the token for the next page."""
         keys, next_key = self._store.list_page(self._folder(machine), limit, after)

@@ -10,12 +10,15 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.cron import Cron, CronError
 from chalicelib.errors import InvalidField, MissingField
+from chalicelib.events import GUARD_NAME, GUARD_NAME_EXPECTED, guard_names
 from chalicelib.fields import Fields
 from chalicelib.flag import parse_instant
+from chalicelib.holds import MAX_SCOPE_MACHINES, MAX_SERIES
 
 MAX_REASON = 512
 MAX_MACHINES = 50
@@ -27,7 +30,7 @@ MAX_ERROR = 256  # SendTaskFailure's limits
 MAX_CAUSE = 32_768
 ABORT_ERROR = "SfnPauser.Aborted"
 
-SWITCH_FIELDS = ["stateMachineArn", "stateMachineArns", "enabled", "reason", "until", "resume", "dryRun"]
+SWITCH_FIELDS = ["stateMachineArn", "stateMachineArns", "enabled", "reason", "until", "resume", "dryRun", "force"]
 RESUME_FIELDS = ["stateMachineArn", "executionArns", "limit", "force"]
 ABORT_FIELDS = ["stateMachineArn", "executionArns", "all", "error", "cause"]
 PAGE_QUERY = ["stateMachineArn", "limit", "nextToken"]
@@ -42,6 +45,7 @@ class SwitchMaintenance:
     resume: bool
     dry_run: bool
     bulk: bool
+    force: bool = False  # switching off: also end every hold that covers the machine
 
     @classmethod
     def turn(
@@ -74,13 +78,16 @@ class Page:
     next_token: str | None
 
 
-def json_body(raw: bytes | None) -> object:
+def json_body(raw: bytes | None, *, empty_ok: bool = False) -> object:
     """The request body as JSON, or a 400 that says what is wrong with it.
 
     Chalice's own ``json_body`` answers "Error Parsing JSON" without naming
     anything; callers deserve to know it is the body, and what was expected.
+    With ``empty_ok``, no body at all reads as ``{}`` (a renew with the defaults).
     """
     if not raw or not raw.strip():
+        if empty_ok:
+            return {}
         raise MissingField("body", "a JSON object")
     try:
         return json.loads(raw)
@@ -107,7 +114,15 @@ def parse_switch(body: object, now: datetime | None = None) -> SwitchMaintenance
         resume=fields.boolean("resume", default=True),
         dry_run=fields.boolean("dryRun", default=False),
         bulk=bulk,
+        force=_force(fields, enabled),
     )
+
+
+def _force(fields: Fields, enabled: bool) -> bool:
+    force = fields.boolean("force", default=False)
+    if force and enabled:
+        raise InvalidField("force", 'only applies when switching maintenance off ("enabled": false)')
+    return force
 
 
 def parse_resume(body: object) -> ResumeHeld:
@@ -233,3 +248,151 @@ def _until(fields: Fields, now: datetime) -> datetime | None:
     if until <= now:
         raise InvalidField("until", f"{text} is in the past; expected a time after now")
     return until
+
+
+# -- holds
+
+HOLD_FIELDS = ["stateMachineArns", "guards", "reason", "ttlSeconds", "startsAt", "expiresAt", "recurrence"]
+RENEW_FIELDS = ["ttlSeconds"]
+HOLDS_QUERY = ["stateMachineArn", "guard", "maxResults", "nextToken"]
+RECURRENCE_FIELDS = ["schedule", "durationSeconds"]
+_HOLD_ID = re.compile(r"hold-[0-9a-f]{16}")
+_PATTERN_CHARACTERS = re.compile(r"[*?]")
+_EXAMPLE_PATTERN = "arn:aws:states:*:*:stateMachine:orders-*"
+
+
+@dataclass(frozen=True)
+class HoldLimits:
+    """``HoldDefaultTtlSeconds`` and ``HoldMaxTtlSeconds``."""
+
+    default_ttl: int
+    max_ttl: int
+
+
+@dataclass(frozen=True)
+class NewHold:
+    machines: tuple[str, ...]  # unqualified ARNs and ARN patterns
+    guards: tuple[str, ...]
+    reason: str | None
+    expires_at: datetime
+    starts_at: datetime | None
+    recurrence: tuple[str, int] | None  # the schedule as given, and the window's seconds
+
+
+@dataclass(frozen=True)
+class HoldsQuery:
+    machine: StateMachineArn | None
+    guard: str | None
+    limit: int
+    next_token: str | None
+
+
+def parse_new_hold(body: object, limits: HoldLimits, now: datetime | None = None) -> NewHold:
+    """``POST /holds``: a scope (machines and/or guards), and an end no later than the limits allow.
+
+    A hold always ends: ``ttlSeconds`` (or the default) from now, or an
+    ``expiresAt``. A scheduled one opens at ``startsAt``; a recurring one opens
+    at each fire time of ``recurrence.schedule`` for ``durationSeconds``, until
+    ``expiresAt`` (the end of the series, at most a year away).
+    """
+    now = now or datetime.now(UTC)
+    fields = Fields(body)
+    fields.reject_unknown(HOLD_FIELDS)
+    machines = _scope_machines(fields, MAX_SCOPE_MACHINES)
+    guards = guard_names(fields, "guards") if fields.has("guards") else ()
+    if not machines and not guards:
+        raise MissingField("stateMachineArns", 'a scope: "stateMachineArns", "guards", or both')
+    reason = fields.string("reason", required=False, max_length=MAX_REASON)
+    starts_at = _instant(fields, "startsAt")
+    if starts_at is not None and starts_at <= now - timedelta(minutes=1):
+        raise InvalidField("startsAt", "is in the past; expected a time after now (leave it out to start now)")
+    recurrence = None
+    if fields.has("recurrence"):
+        window = Fields(fields.raw("recurrence"), what="recurrence")
+        window.reject_unknown(RECURRENCE_FIELDS)
+        text = window.string("schedule", max_length=256)
+        assert text is not None
+        try:
+            schedule = Cron.parse(text)
+        except CronError as error:
+            raise InvalidField("recurrence.schedule", str(error)) from None
+        seconds = window.integer("durationSeconds", minimum=60, maximum=limits.max_ttl)
+        if seconds is None:
+            raise MissingField("recurrence.durationSeconds", f"the window's length, 60 to {limits.max_ttl} seconds")
+        recurrence = (schedule.expression, seconds)
+    if fields.has("ttlSeconds") and fields.has("expiresAt"):
+        raise InvalidField("expiresAt", 'give either "ttlSeconds" or "expiresAt", not both')
+    expires_at = _instant(fields, "expiresAt")
+    ttl = fields.integer("ttlSeconds", minimum=1, maximum=limits.max_ttl)
+    begins = starts_at or now
+    if recurrence is not None:
+        if ttl is not None:
+            raise InvalidField("ttlSeconds", 'a recurring hold ends at "expiresAt" (the end of its series), not a TTL')
+        expires_at = expires_at or now + MAX_SERIES
+        if expires_at > now + MAX_SERIES:
+            raise InvalidField("expiresAt", f"a series may last at most {MAX_SERIES.days} days; renew it to go on")
+    elif expires_at is None:
+        expires_at = begins + timedelta(seconds=ttl or limits.default_ttl)
+    elif expires_at - begins > timedelta(seconds=limits.max_ttl):
+        raise InvalidField(
+            "expiresAt", f"a hold may last at most {limits.max_ttl} seconds (HoldMaxTtlSeconds) from its start"
+        )
+    if expires_at <= begins:
+        raise InvalidField("expiresAt", "is not after the hold's start; expected a later time")
+    return NewHold(machines, guards, reason, expires_at, starts_at, recurrence)
+
+
+def parse_renew(body: object, limits: HoldLimits) -> int:
+    """``POST /holds/{holdId}/renew``: the new TTL from now, in seconds."""
+    fields = Fields({} if body is None else body)
+    fields.reject_unknown(RENEW_FIELDS)
+    return fields.integer("ttlSeconds", minimum=1, maximum=limits.max_ttl) or limits.default_ttl
+
+
+def parse_hold_id(text: str) -> str:
+    if not _HOLD_ID.fullmatch(text or ""):
+        raise InvalidField("holdId", f"expected a hold id such as hold-0123456789abcdef, got {text!r}")
+    return text
+
+
+def parse_holds_query(query: Mapping[str, str] | None) -> HoldsQuery:
+    fields = Fields(dict(query or {}), what="query")
+    fields.reject_unknown(HOLDS_QUERY)
+    arn = fields.string("stateMachineArn", required=False)
+    guard = fields.string("guard", required=False, max_length=64)
+    if guard is not None and not GUARD_NAME.fullmatch(guard):
+        raise InvalidField("guard", f"expected {GUARD_NAME_EXPECTED}, got {guard!r}")
+    limit = fields.raw("maxResults")
+    if limit is None:
+        page_size = DEFAULT_PAGE
+    elif not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        raise InvalidField("maxResults", f"expected a whole number from 1 to {MAX_PAGE}, got {limit!r}")
+    else:
+        page_size = int(limit)
+    return HoldsQuery(parse_state_machine_arn(arn) if arn else None, guard, page_size, _next_token(fields))
+
+
+def _scope_machines(fields: Fields, most: int) -> tuple[str, ...]:
+    if not fields.has("stateMachineArns"):
+        return ()
+    arns = fields.string_list("stateMachineArns", max_items=most)
+    machines = []
+    for index, arn in enumerate(arns):
+        name = f"stateMachineArns[{index}]"
+        if _PATTERN_CHARACTERS.search(arn):
+            if not arn.startswith("arn:") or len(arn) > 2048:
+                raise InvalidField(name, f"expected an ARN, or an ARN pattern such as {_EXAMPLE_PATTERN}, got {arn!r}")
+            machines.append(arn)
+        else:
+            machines.append(parse_state_machine_arn(arn, field=name).unqualified)
+    return tuple(dict.fromkeys(machines))
+
+
+def _instant(fields: Fields, name: str) -> datetime | None:
+    text = fields.string(name, required=False, max_length=64)
+    if text is None:
+        return None
+    moment = parse_instant(text)
+    if moment is None:
+        raise InvalidField(name, f"expected an ISO 8601 time such as 2026-12-01T18:00:00Z, got {text!r}")
+    return moment

@@ -18,6 +18,9 @@ DEFAULT_MAINTENANCE_CACHE_SECONDS = 10.0
 # about 113 with headroom; threads waiting on the network cost little memory.
 DEFAULT_RESUME_CONCURRENCY = 128
 CONTROL_FOLDER = "_sfn-pauser"
+# A hold always ends: a pipeline that dies holds workflows for at most its TTL.
+DEFAULT_HOLD_TTL_SECONDS = 3600
+DEFAULT_HOLD_MAX_TTL_SECONDS = 86_400
 
 T = TypeVar("T", int, float)
 
@@ -43,6 +46,8 @@ class Settings:
     resumer_function: str | None = None
     heartbeat_held_tasks: bool = False
     allowed_state_machines: tuple[str, ...] = ("*",)
+    hold_default_ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS
+    hold_max_ttl_seconds: int = DEFAULT_HOLD_MAX_TTL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -62,6 +67,7 @@ class Settings:
             resumer_function=env.get("ResumerFunctionName", "").strip() or None,
             heartbeat_held_tasks=_boolean(env, "HeartbeatHeldTasks"),
             allowed_state_machines=_patterns(env, "AllowedStateMachines"),
+            **_hold_ttls(env),
         )
 
 
@@ -79,6 +85,16 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: type[T], minimu
     if value < minimum:
         raise ConfigurationError(f"{name}: expected at least {minimum}, got {raw!r}")
     return value
+
+
+def _hold_ttls(env: Mapping[str, str]) -> dict[str, int]:
+    maximum = _number(env, "HoldMaxTtlSeconds", DEFAULT_HOLD_MAX_TTL_SECONDS, int, 60)
+    default = _number(env, "HoldDefaultTtlSeconds", min(DEFAULT_HOLD_TTL_SECONDS, maximum), int, 60)
+    if default > maximum:
+        raise ConfigurationError(
+            f"HoldDefaultTtlSeconds: expected at most HoldMaxTtlSeconds ({maximum}), got {default}"
+        )
+    return {"hold_default_ttl_seconds": default, "hold_max_ttl_seconds": maximum}
 
 
 def _log_level(env: Mapping[str, str]) -> str:

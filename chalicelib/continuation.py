@@ -58,6 +58,7 @@ class Drainer:
         selected: Callable[[HeldTask], bool] | None = None,
         answered: str | None = None,
         shard: int | None = None,
+        forced: bool = False,
     ) -> ResumeReport:
         """Resume now, and continue asynchronously if the deadline cut the work short.
 
@@ -73,6 +74,7 @@ class Drainer:
             answered=answered,
             shard=shard,
             fan_out=lambda other: self.continue_later(machine, generation + 1, shard=other),
+            forced=forced,
         )
         if report.resumed or report.expired or report.failed or report.throttled:
             self._metrics.emit(

@@ -76,6 +76,18 @@ class SwitchContended(ConflictError):
     """Other switches of the same machine kept taking effect first; this one changed nothing."""
 
 
+class HoldsContended(ConflictError):
+    """Other changes of the holds kept landing first; this one changed nothing."""
+
+
+class HoldNotFound(NotFoundError):
+    """No such hold, or it has ended (released, expired)."""
+
+
+class TooManyHolds(ConflictError):
+    """The bucket already has as many holds as a checkpoint can afford to read."""
+
+
 class AwsUnavailable(ChaliceViewError):
     """AWS throttled us or failed for a passing reason: the caller should retry."""
 

@@ -3,8 +3,12 @@
 See the README's state machine definition. ``taskToken`` and ``stateMachineArn``
 are required; ``executionArn`` and ``input`` are optional. Other fields are
 ignored, so a workflow may pass more without breaking the pauser.
+
+``guards`` (optional) names the dependencies the checkpoint protects: a hold
+on any of them holds it (chalicelib/holds.py).
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +16,10 @@ from chalicelib.arns import StateMachineArn, parse_state_machine_arn
 from chalicelib.fields import Fields
 
 _NO_INPUT = object()
+# A dependency's name: what a pipeline and a checkpoint agree to call it.
+GUARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,63}")
+GUARD_NAME_EXPECTED = "1-64 letters, digits and . _ : @ / + -, starting with a letter or digit"
+MAX_GUARDS = 10
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,7 @@ class CheckpointEvent:
     state_machine: StateMachineArn
     execution_arn: str | None = None
     input: Any = _NO_INPUT
+    guards: tuple[str, ...] = ()
 
     @property
     def has_input(self) -> bool:
@@ -38,7 +47,12 @@ def parse_checkpoint_event(event: object) -> CheckpointEvent:
         state_machine=state_machine,
         execution_arn=execution_arn or None,
         input=fields.raw("input") if fields.has("input") else _NO_INPUT,
+        guards=guard_names(fields, "guards") if fields.has("guards") else (),
     )
+
+
+def guard_names(fields: Fields, name: str) -> tuple[str, ...]:
+    return fields.names(name, pattern=GUARD_NAME, expected=GUARD_NAME_EXPECTED, max_items=MAX_GUARDS)
 
 
 def token_from(event: object) -> str | None:

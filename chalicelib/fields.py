@@ -5,6 +5,7 @@ pydantic or jsonschema in the Lambda package), and the checks we need are few:
 presence, type, length and unknown names.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +72,14 @@ class Fields:
             if not isinstance(item, str) or not item.strip():
                 raise InvalidField(f"{name}[{index}]", f"expected a non-empty string, got {_json_type(item)}")
         return value
+
+    def names(self, name: str, *, pattern: "re.Pattern[str]", expected: str, max_items: int) -> tuple[str, ...]:
+        """A list of names that each match ``pattern``, without repeats, in the order given."""
+        names = self.string_list(name, max_items=max_items)
+        for index, item in enumerate(names):
+            if not pattern.fullmatch(item):
+                raise InvalidField(f"{name}[{index}]", f"expected {expected}, got {item!r}")
+        return tuple(dict.fromkeys(names))
 
     def boolean(self, name: str, *, default: bool | None = None) -> bool:
         value = self._get(name, "true or false", default is None)

@@ -91,6 +91,10 @@ class MaintenanceControl:
         self._now = now
         self._fleet = fleet
 
+    @property
+    def flag(self) -> MaintenanceFlag:
+        return self._flag
+
     # -- switching
 
     @aws_errors_as_http
@@ -334,6 +338,7 @@ class MaintenanceControl:
         report = self._drainer.drain(
             machine,
             deadline,
+            forced=command.force,
             # The whole backlog drains under the leases (and fans out); a selection
             # or a limit claims what it takes, beside any drain that is running.
             exclusive=executions is None and command.limit is None,

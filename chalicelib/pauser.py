@@ -20,6 +20,7 @@ from chalicelib.errors import (
 from chalicelib.events import CheckpointEvent, parse_checkpoint_event, token_from
 from chalicelib.faults import AWS_ERRORS
 from chalicelib.flag import MaintenanceFlag
+from chalicelib.holds import Coverage
 from chalicelib.logs import DecisionLog, fingerprint
 from chalicelib.metrics import Metrics
 from chalicelib.resumer import Resumer
@@ -40,6 +41,7 @@ class Pauser:
         log: DecisionLog,
         metrics: Metrics,
         default_region: str | None,
+        coverage: Coverage,
     ) -> None:
         self._flag = flag
         self._store = store
@@ -49,6 +51,8 @@ class Pauser:
         self._log = log
         self._metrics = metrics
         self._default_region = default_region
+        self._coverage = coverage
+        self._registered: set[tuple[str, str]] = set()  # (machine, guard) pairs this container recorded
 
     def handle(self, event: Any, deadline: Deadline) -> dict[str, Any]:
         """Hold or proceed.
@@ -67,6 +71,7 @@ class Pauser:
             self._fail_own_task(event, error)
             raise
         machine = checkpoint.state_machine
+        self._register_guards(checkpoint)
         try:
             if self._is_on(checkpoint):
                 key = self._hold(checkpoint)
@@ -139,8 +144,9 @@ class Pauser:
         a passing fault, or for sfn-pauser's own IAM policy, is worse than a wait.
         The decision is logged at WARNING so that a lasting cause is seen.
         """
+        machine = checkpoint.state_machine
         try:
-            return self._flag.is_on(checkpoint.state_machine)
+            return self._flag.is_on(machine) or bool(self._coverage.holds_on(machine, checkpoint.guards))
         except (*AWS_ERRORS, AwsAccessDenied, StateMachineNotFound) as error:
             self._log.decision(
                 "flag-unreadable",
@@ -152,11 +158,32 @@ class Pauser:
 
     def _still_on(self, checkpoint: CheckpointEvent) -> bool:
         """Re-check the flag after saving; if the check fails, stay held (the sweep is the backstop)."""
+        machine = checkpoint.state_machine
         try:
-            return self._flag.is_on_now(checkpoint.state_machine)
+            return self._flag.is_on_now(machine) or bool(
+                self._coverage.holds_on(machine, checkpoint.guards, fresh=True)
+            )
         except (*AWS_ERRORS, AwsAccessDenied, StateMachineNotFound) as error:
             self._log.decision("recheck-failed", logging.WARNING, error=type(error).__name__)
             return True
+
+    def _register_guards(self, checkpoint: CheckpointEvent) -> None:
+        """Record once per container which dependencies this machine's checkpoints guard.
+
+        A hold on a dependency answers which machines it covers, and its release
+        resumes them, from this record. It is bookkeeping: a failure is logged and
+        tried again on the next invocation, and never holds or fails the execution.
+        """
+        machine = checkpoint.state_machine
+        for guard in checkpoint.guards:
+            if (machine.unqualified, guard) in self._registered:
+                continue
+            try:
+                self._store.register_guard(guard, machine)
+            except AWS_ERRORS as error:
+                self._log.decision("guard-unrecorded", logging.WARNING, guard=guard, error=faults.error_code(error))
+                continue
+            self._registered.add((machine.unqualified, guard))
 
     def _proceed(self, checkpoint: CheckpointEvent, output: str) -> None:
         """Let the execution through with its own input as the Task's output."""

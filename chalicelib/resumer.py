@@ -38,9 +38,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -93,6 +93,14 @@ UNPACED_RATE = 500.0
 BACKLOG_MEMORY = 1000
 
 
+class HeldBy(Protocol):
+    """What the resumer asks of the holds (chalicelib/holds.py's ``Coverage``)."""
+
+    def task_held(self, machine: StateMachineArn, guards: tuple[str, ...]) -> frozenset[str]: ...
+
+    def still_active(self, hold_ids: frozenset[str]) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Abort:
     """Fail held tasks instead of resuming them (SendTaskFailure with this error and cause)."""
@@ -109,6 +117,7 @@ class Outcome(Enum):
     BUSY = "busy"  # claimed by another resumer
     GONE = "gone"  # already resumed by another resumer
     SKIPPED = "skipped"  # not this machine's, or not selected
+    HELD = "held"  # a hold still covers it (chalicelib/holds.py): it stays, and is not "remaining"
     LEFT = "left"  # beyond the caller's limit
 
 
@@ -127,6 +136,8 @@ class ResumeReport:
     continued: bool = False  # a fresh invocation carries on with the rest
     shard: int | None = None  # a shard this drain left tokens in: a hand-on takes it up first
     keep_lease: bool = False  # finished tokens could be neither deleted nor claimed (see ``_Deletions``)
+    held: int = 0  # left in place because a hold still covers them
+    held_by: frozenset[str] = frozenset()  # those holds
 
     def add(self, outcome: Outcome) -> None:
         if outcome is Outcome.RESUMED:
@@ -137,6 +148,8 @@ class ResumeReport:
             self.failed += 1
         elif outcome in (Outcome.KEPT, Outcome.BUSY, Outcome.LEFT):
             self.remaining += 1
+        elif outcome is Outcome.HELD:
+            self.held += 1
 
     def absorb(self, part: "ResumeReport") -> None:
         """Add one shard's pass to the report of a drain."""
@@ -149,13 +162,15 @@ class ResumeReport:
         self.throttled += part.throttled
         self.complete &= part.complete
         self.out_of_time |= part.out_of_time
+        self.held += part.held
+        self.held_by |= part.held_by
 
     @property
     def progressed(self) -> bool:
         return self.resumed + self.expired + self.failed > 0
 
     def as_dict(self) -> dict[str, int | bool]:
-        return {
+        shown: dict[str, int | bool] = {
             "resumed": self.resumed,
             "expired": self.expired,
             "failed": self.failed,
@@ -163,6 +178,9 @@ class ResumeReport:
             "remainingCapped": self.remaining_capped,
             "continuing": self.continued or self.busy,
         }
+        if self.held:
+            shown["held"] = self.held  # still covered by a hold on a dependency (a guard)
+        return shown
 
 
 class _Quota:
@@ -273,6 +291,13 @@ class _Pass:
     selected: Callable[[HeldTask], bool] | None
     abort: Abort | None
     leased: bool  # under a shard's lease: no claims (rules 1-3 in the module's doc)
+    honour_holds: bool = True  # leave tokens a hold still covers (not for an abort or a forced resume)
+    held_by: set[str] = field(default_factory=set)
+    held_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def held_back(self, holds: frozenset[str]) -> None:
+        with self.held_lock:
+            self.held_by |= holds
 
     def waited(self) -> float:
         return self.limiter.waited() if self.limiter is not None else 0.0
@@ -285,6 +310,7 @@ class Resumer:
         clients: AwsClients,
         log: DecisionLog,
         concurrency: int,
+        holds: HeldBy | None = None,
     ) -> None:
         self._store = store
         self._clients = clients
@@ -292,6 +318,10 @@ class Resumer:
         self._concurrency = concurrency  # a cap: the pass finds what it needs below it
         self._owner = uuid.uuid4().hex[:12]
         self._saw_backlog: dict[str, bool] = {}
+        self._holds = holds
+        # Machines whose last whole pass left only tokens that holds cover, and those holds:
+        # until one of them ends, looking again would only read the same tokens again.
+        self._held_back: dict[str, frozenset[str]] = {}
 
     def resume(
         self,
@@ -305,6 +335,7 @@ class Resumer:
         answered: str | None = None,
         shard: int | None = None,
         fan_out: Callable[[int], bool] | None = None,
+        forced: bool = False,
     ) -> ResumeReport:
         """Resume the machine's held tasks, oldest first, until done, ``limit`` or the deadline.
 
@@ -317,7 +348,16 @@ class Resumer:
         the ones already draining it, instead of all racing for each token.
         ``fan_out(shard)`` asks for another invocation to drain that shard; it is
         asked for a backlog of a full listing page or more.
+
+        Tokens that a hold still covers (a hold on a dependency their checkpoint
+        guards) stay held, unless ``forced`` or ``abort``: they are ``held``, not
+        ``remaining``, so nothing hands them on; they go when their holds end.
         """
+        honour_holds = not forced and abort is None and self._holds is not None
+        waiting = self._held_back.get(machine.unqualified)
+        if honour_holds and waiting and self._holds is not None and self._holds.still_active(waiting):
+            self._forget(machine, answered)
+            return ResumeReport(held=1, held_by=waiting)
         order = _shard_order(shard)
         if (
             exclusive
@@ -338,8 +378,22 @@ class Resumer:
         self._forget(machine, answered)
         listed = itertools.chain(first_page, held)
         if not exclusive:
-            return self._resume(machine, listed, deadline, limit, selected, abort, leased=False)
-        return self._drain(machine, listed, deadline, order, fan_out if len(first_page) >= FAN_OUT_BACKLOG else None)
+            report = self._resume(
+                machine, listed, deadline, limit, selected, abort, leased=False, honour_holds=honour_holds
+            )
+        else:
+            fan = fan_out if len(first_page) >= FAN_OUT_BACKLOG else None
+            report = self._drain(machine, listed, deadline, order, fan, honour_holds=honour_holds)
+        self._note_held_back(machine, report, whole=selected is None and limit is None)
+        return report
+
+    def _note_held_back(self, machine: StateMachineArn, report: ResumeReport, *, whole: bool) -> None:
+        if whole and report.held and report.complete and not report.remaining:
+            if len(self._held_back) >= BACKLOG_MEMORY:
+                self._held_back.clear()
+            self._held_back[machine.unqualified] = report.held_by
+        else:
+            self._held_back.pop(machine.unqualified, None)
 
     def _drain(
         self,
@@ -348,6 +402,8 @@ class Resumer:
         deadline: Deadline,
         order: list[int],
         fan_out: Callable[[int], bool] | None,
+        *,
+        honour_holds: bool,
     ) -> ResumeReport:
         """Drain the shards whose leases this resumer can take, in one pass.
 
@@ -388,7 +444,7 @@ class Resumer:
         try:
             skipped = _Skipped(self._store.claimed(machine))
             held = (item for item in listed if shard_of(item.key, SHARDS) in mine and skipped.unclaimed(item))
-            part = self._resume(machine, held, deadline, None, None, None, leased=True)
+            part = self._resume(machine, held, deadline, None, None, None, leased=True, honour_holds=honour_holds)
         finally:
             if part is None or not part.keep_lease:
                 for lease in leases.values():
@@ -398,13 +454,21 @@ class Resumer:
             part.remaining += skipped.count
             part.complete = False
         else:
-            self._tail(machine, mine, deadline, part)
+            self._tail(machine, mine, deadline, part, honour_holds=honour_holds)
         report.absorb(part)
         if part.remaining and report.shard is None:
             report.shard = min(mine)
         return report
 
-    def _tail(self, machine: StateMachineArn, shards: set[int], deadline: Deadline, drained: ResumeReport) -> None:
+    def _tail(
+        self,
+        machine: StateMachineArn,
+        shards: set[int],
+        deadline: Deadline,
+        drained: ResumeReport,
+        *,
+        honour_holds: bool,
+    ) -> None:
         """Once its leases are given back, resume what the drain's listing could not see.
 
         A token saved after the listing passed its place, one whose claimer backed
@@ -422,6 +486,7 @@ class Resumer:
             None,
             None,
             leased=False,
+            honour_holds=honour_holds,
         )
         # What the last listing found and could not resume is what the shards still hold:
         # the drain's own count of what it left gives way to it.
@@ -455,7 +520,9 @@ class Resumer:
     def resume_key(self, machine: StateMachineArn, key: str, deadline: Deadline) -> ResumeReport:
         """Resume one held task by its key (a handler's own, saved while maintenance was lifted)."""
         held = self._store.held_key(key)
-        return self._resume(machine, iter([held]), deadline, None, None, None, leased=False) if held else ResumeReport()
+        if held is None:
+            return ResumeReport()
+        return self._resume(machine, iter([held]), deadline, None, None, None, leased=False, honour_holds=True)
 
     def _resume(
         self,
@@ -467,6 +534,7 @@ class Resumer:
         abort: Abort | None,
         *,
         leased: bool,
+        honour_holds: bool,
     ) -> ResumeReport:
         report = ResumeReport()
         self._clients.sfn(machine.region)  # creates the region's client, and its limiter
@@ -484,6 +552,7 @@ class Resumer:
             selected=selected,
             abort=abort,
             leased=leased,
+            honour_holds=honour_holds and self._holds is not None,
         )
         started = 0
         in_flight: set[Future[Outcome]] = set()
@@ -505,6 +574,7 @@ class Resumer:
         run.deletions.flush()
         report.attempted = started
         report.keep_lease = run.deletions.unguarded
+        report.held_by = frozenset(run.held_by)
         if not report.complete:
             counted = _count(held, REMAINING_COUNT_CAP)
             report.remaining += counted
@@ -545,7 +615,7 @@ class Resumer:
         except Exception:
             self._release(claim)
             raise
-        if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED):
+        if outcome in (Outcome.KEPT, Outcome.GONE, Outcome.SKIPPED, Outcome.HELD):
             self._release(claim)
         elif outcome is Outcome.RESUMED and task is not None:
             index = self._store.token_index_key(task.task_token)
@@ -588,6 +658,11 @@ class Resumer:
             # Machines of one name in two regions or accounts share a folder (the
             # layout is the seed's); a token is only ever sent to its own machine.
             return Outcome.SKIPPED, task
+        if run.honour_holds and self._holds is not None:
+            holds = self._holds.task_held(machine, task.guards)
+            if holds:
+                run.held_back(holds)
+                return Outcome.HELD, task
         try:
             return self._send_until_not_throttled(machine, task, run), task
         except (ClientError, BotoCoreError) as error:

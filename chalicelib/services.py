@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from chalicelib.audit import AuditTrail
 from chalicelib.clients import AwsClients
+from chalicelib.commands import HoldLimits
 from chalicelib.config import Settings
 from chalicelib.continuation import Drainer
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.fleet import Fleet
+from chalicelib.hold_control import HoldControl
+from chalicelib.holds import Coverage, HoldBook
 from chalicelib.logs import DecisionLog, keep_sdk_loggers_above_debug
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
@@ -29,7 +32,12 @@ class Services:
     drainer: Drainer
     pauser: Pauser
     control: MaintenanceControl
+    holds: HoldControl
     sweeper: Sweeper
+
+    @property
+    def hold_limits(self) -> HoldLimits:
+        return HoldLimits(self.settings.hold_default_ttl_seconds, self.settings.hold_max_ttl_seconds)
 
     @classmethod
     def build(cls, settings: Settings, logger: logging.Logger, clients: AwsClients | None = None) -> "Services":
@@ -43,19 +51,23 @@ class Services:
         fleet = Fleet(log, metrics)
         store = TokenStore(clients.s3(), settings.bucket, settings.prefix)
         flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds, log=log)
-        resumer = Resumer(store, clients, log, settings.resume_concurrency)
+        book = HoldBook(store, settings.maintenance_cache_seconds)
+        coverage = Coverage(book, settings.allowed_state_machines)
+        resumer = Resumer(store, clients, log, settings.resume_concurrency, holds=coverage)
         drainer = Drainer(resumer, clients.lambda_, settings.resumer_function, log, metrics)
+        audit = AuditTrail(store)
         control = MaintenanceControl(
             flag,
             store,
             drainer,
             resumer,
-            AuditTrail(store),
+            audit,
             clients,
             settings.maintenance_cache_seconds,
             settings.allowed_state_machines,
             fleet=fleet,
         )
+        holds = HoldControl(book, control, drainer, store, audit)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return cls(
             settings=settings,
@@ -64,9 +76,19 @@ class Services:
             flag=flag,
             resumer=resumer,
             drainer=drainer,
-            pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region),
+            pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region, coverage),
             control=control,
+            holds=holds,
             sweeper=Sweeper(
-                flag, store, drainer, control, clients, log, metrics, settings.heartbeat_held_tasks, fleet=fleet
+                flag,
+                store,
+                drainer,
+                control,
+                clients,
+                log,
+                metrics,
+                settings.heartbeat_held_tasks,
+                fleet=fleet,
+                holds=holds,
             ),
         )

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -165,6 +166,7 @@ class HeldTask:
     state_machine_arn: str | None = None
     has_input: bool = False
     input: Any = None
+    guards: tuple[str, ...] = ()  # the dependencies its checkpoint declared (holds on them hold it)
 
     @property
     def output(self) -> str:
@@ -237,6 +239,8 @@ class TokenStore:
             body["executionArn"] = event.execution_arn
         if event.has_input:
             body["input"] = event.input
+        if event.guards:
+            body["guards"] = list(event.guards)
         if self.create(key, body) is None and not self._holds_token(key, event.task_token):
             raise UnreadableHeldTask(f"{key}: another task is held under this task's key")
         return Saved(key, first=True)
@@ -348,6 +352,7 @@ class TokenStore:
             state_machine_arn=state_machine_arn if isinstance(state_machine_arn, str) else None,
             has_input="input" in body,
             input=body.get("input"),
+            guards=_names(body.get("guards")),
         )
 
     def load_quietly(self, key: str) -> HeldTask | None:
@@ -547,6 +552,29 @@ class TokenStore:
                 deleted += len(pending)
         return deleted
 
+    # Which machines' checkpoints guard which dependency (written by the task handler).
+
+    def register_guard(self, guard: str, machine: StateMachineArn) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket, Key=self._guard_folder(guard) + "/".join(machine_path(machine)), Body=b""
+        )
+
+    def guarded_by(self, guard: str) -> Iterator[StateMachineArn]:
+        """The machines whose checkpoints have declared ``guard``."""
+        folder = self._guard_folder(guard)
+        for key, _, _ in self.list_documents(folder):
+            parts = key[len(folder) :].split("/")
+            if len(parts) == 4:
+                partition, account, region, name = parts
+                try:
+                    yield parse_state_machine_arn(f"arn:{partition}:states:{region}:{account}:stateMachine:{name}")
+                except InvalidArn:
+                    continue
+
+    def _guard_folder(self, guard: str) -> str:
+        # A guard may hold "/": quoted, so that "db" and "db/replica" are two folders.
+        return self.control_key("guards", urllib.parse.quote(guard, safe="") + "/")
+
     def quarantined(self, machine: StateMachineArn) -> Iterator[str]:
         """Keys of the machine's quarantined tasks."""
         for key, _, _ in self.list_documents(self.quarantine_folder(machine)):
@@ -625,6 +653,10 @@ class TokenStore:
             Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}, **extra
         )
         yield from itertools.islice(listing, pages)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    return tuple(item for item in value if isinstance(item, str)) if isinstance(value, list) else ()
 
 
 def machine_path(machine: StateMachineArn) -> tuple[str, str, str, str]:

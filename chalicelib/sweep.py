@@ -35,6 +35,7 @@ from chalicelib.deadline import Deadline
 from chalicelib.errors import StateMachineNotFound, Unavailable
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.fleet import Fleet, MachineError, known_machines
+from chalicelib.hold_control import HoldControl
 from chalicelib.logs import DecisionLog
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
@@ -71,6 +72,7 @@ class SweepReport:
     expired: int = 0
     claims_cleared: int = 0
     deferred_deleted: int = 0  # finished tokens whose delete a resumer had to leave to the sweep
+    holds_expired: int = 0  # holds that reached their expiresAt (what they held resumes here)
     # Machines AWS no longer has: their held tasks are drained (to quarantine, as
     # AWS refuses their tokens) and their mirrors removed once they hold none.
     deleted: list[str] = field(default_factory=list)
@@ -98,8 +100,10 @@ class Sweeper:
         heartbeat: bool,
         *,
         fleet: Fleet,
+        holds: HoldControl,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._holds = holds
         self._flag = flag
         self._store = store
         self._drainer = drainer
@@ -118,6 +122,7 @@ class Sweeper:
         # Bookkeeping first; if S3 refuses it, the machines still get their turn.
         report.deferred_deleted = self._housekeeping("deferred-deletes", self._store.finish_deferred_deletes)
         report.claims_cleared = self._housekeeping("stale-claims", self._clear_stale_claims)
+        report.holds_expired = self._housekeeping("expired-holds", lambda: len(self._holds.end_expired(SWEEP_ACTOR)))
         try:
             known = known_machines(self._flag, self._store, home)
         except faults.AWS_ERRORS as error:
@@ -179,6 +184,9 @@ class Sweeper:
         except StateMachineNotFound:
             self._retire(machine, deadline, report, asked_at)
             return
+        # A hold on the machine keeps it on like the tag; a hold on a dependency
+        # keeps only the tokens of checkpoints that guard it, which the drain leaves.
+        on = on or bool(self._holds.machine_holds(machine))
         if not on:
             report.resumed += self._drainer.drain(machine, deadline).resumed
         elif self._heartbeat:
