@@ -7,7 +7,7 @@ the control folder's part, such as ``claims`` or ``tokens``, the token index).
 The matrix is every (entry point, call site, fault) with the five faults of
 :mod:`tests.fault_injection`, so a new call in the code is a new row without
 anyone writing a test for it. The matrix holds
-445 cells (89 call sites of 12 entry points, 5 faults each); a test keeps this
+580 cells (116 call sites of 17 entry points, 5 faults each); a test keeps this
 figure honest, so a new call site means updating it here and in docs/reliability.md.
 
 A cell runs the entry point with the fault on that call site (for the pauser,
@@ -81,6 +81,7 @@ class World:
     pauser_runs: list[Invocation] = field(default_factory=list)
     in_flight: int = 0
     clear_after_first_pauser_run: bool = False
+    hold_id: str = ""
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         kwargs: dict[str, Any] = {}
@@ -309,6 +310,24 @@ def _machine(here: World) -> dict[str, Any]:
     return {"stateMachineArn": here.machine}
 
 
+def _hold_entry(name: str, method: str, path: str, *, taken: bool, releases: bool, body: Any = None) -> EntryPoint:
+    """A holds route; with ``taken``, a hold on the machine exists first (``{hold}`` in the path)."""
+
+    def arrange(here: World) -> None:
+        _plain_machine(here, on=False)
+        _seed_tokens(here)
+        if taken:
+            answer = here.api("POST", "/holds", {"stateMachineArns": [here.machine], "ttlSeconds": 600})
+            assert answer.status_code == 201, answer.body
+            here.hold_id = answer.json_body["holdId"]
+
+    def act(here: World) -> Any:
+        given = {"stateMachineArns": [here.machine], "ttlSeconds": 600} if body == "scope" else body
+        return here.api(method, path.replace("{hold}", here.hold_id), given)
+
+    return EntryPoint(name, False, arrange, act, releases=releases, route=(method, path))
+
+
 ENTRY_POINTS = {
     entry.name: entry
     for entry in (
@@ -346,6 +365,11 @@ ENTRY_POINTS = {
             aborts=True,
         ),
         _api_entry("GET /audit", "GET", "/audit", _machine, on=True, releases=False),
+        _hold_entry("POST /holds", "POST", "/holds", taken=False, releases=False, body="scope"),
+        _hold_entry("POST /holds/{id}/renew", "POST", "/holds/{hold}/renew", taken=True, releases=False, body={}),
+        _hold_entry("DELETE /holds/{id}", "DELETE", "/holds/{hold}", taken=True, releases=True),
+        _hold_entry("GET /holds", "GET", "/holds", taken=True, releases=False),
+        _hold_entry("GET /holds/{id}", "GET", "/holds/{hold}", taken=True, releases=False),
     )
 }
 
@@ -443,7 +467,7 @@ def test_a_fault_on_any_call_of_any_entry_point_loses_and_strands_nothing(entry_
 
 def _asks_to_repeat(response: Any) -> bool:
     """A caller repeats a call that failed (503, 403 once fixed) or that says work remains."""
-    return response.status_code != 200 or bool(response.json_body.get("remaining"))
+    return response.status_code not in (200, 201) or bool(response.json_body.get("remaining"))
 
 
 def _the_answer_says_what_happened(
@@ -461,12 +485,14 @@ def _the_answer_says_what_happened(
             assert outcome["resumed"] == len(answered), f"reported {outcome}, AWS answered {len(answered)}"
         return
     assert outcome.status_code != 500, outcome.body
-    if outcome.status_code != 200:
+    if outcome.status_code not in (200, 201):
         assert outcome.status_code == HTTP_ERROR_FOR[fault], (outcome.status_code, outcome.body)
         assert outcome.json_body.get("Code") and outcome.json_body.get("Message"), outcome.body
         return
     body = outcome.json_body
     count = body.get("aborted", body.get("resumed"))
+    if isinstance(count, dict):  # a released hold: per machine
+        count = sum(count.values())
     if count is not None:
         assert count == len(answered), f"the answer says {count} were let go; AWS answered {len(answered)}"
 
