@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -524,9 +525,10 @@ def test_a_failed_release_says_how_to_release_by_hand(api, command_status, expec
     ) in run.stderr
 
 
-def start_run(api: HoldsApi, action: str) -> subprocess.Popen:
-    """run in the background, once its command is running. A session of its own, so it has no
-    controlling terminal whatever runs the tests: a signal to it must be passed on by it."""
+def start_run(api: HoldsApi, action: str, until: tuple[str, str] = ("GET", "/marker")) -> subprocess.Popen:
+    """run in the background, once the scripted API has seen ``until`` (by default: once its command
+    runs). A session of its own, so it has no controlling terminal whatever runs the tests: a
+    signal to it must be passed on by it."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sfn_pauser_cli", *run_options(api), "--", *command(api, action)],
         env=cli_environment(),
@@ -538,8 +540,8 @@ def start_run(api: HoldsApi, action: str) -> subprocess.Popen:
         start_new_session=True,
     )
     try:
-        wait_until(lambda: api.scripted.of("GET", "/marker") or process.poll() is not None, timeout=30,
-                   what="run's command to start")  # fmt: skip
+        wait_until(lambda: api.scripted.of(*until) or process.poll() is not None, timeout=30,
+                   what=f"run to send {until}")  # fmt: skip
     except AssertionError:
         process.kill()
         raise
@@ -560,6 +562,27 @@ def test_a_signal_is_passed_to_the_command_and_the_hold_released(api, signum, ex
     assert f"was ended by {signum.name}" in stderr
     assert f"{HOLD_ID}: released" in stderr
     assert stdout == "the command ran\n"
+
+
+def test_a_signal_while_the_hold_is_asked_for_releases_it_and_runs_nothing(api):
+    answer = threading.Event()
+
+    def take(request: Recorded) -> Reply:
+        if (request.method, request.path) == ("POST", "/holds"):
+            assert answer.wait(30)
+        return api.respond(request)
+
+    api.scripted.respond = take
+    process = start_run(api, "exit=0", until=("POST", "/holds"))
+
+    process.send_signal(signal.SIGTERM)
+    answer.set()
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 143, stderr
+    assert api.sequence() == [("POST", "/holds"), ("DELETE", f"/holds/{HOLD_ID}")]
+    assert "interrupted (SIGTERM) before the command started; it was not run" in stderr
+    assert stdout == ""
 
 
 def test_a_command_that_handles_the_signal_sets_the_exit_status(api):

@@ -47,10 +47,11 @@ def run(api: Api, output: Output, body: dict[str, Any], ttl: int, command: list[
     ``how`` is what ``sfn-pauser release HOLD_ID`` needs besides the ID (``--api URL`` ...),
     printed if the release fails. A failure to take the hold raises, and the command is not run.
     """
-    hold = holds.take(api, output, body)
-    hold_id = hold["holdId"]
-    renewer = Renewer(api, output, hold_id, ttl, renew_interval(ttl, hold), hold.get("expiresAt"))
+    # From before the hold is asked for: a signal while POST /holds is under way must not leave a hold behind.
     with Forwarding() as signals:
+        hold = holds.take(api, output, body)
+        hold_id = hold["holdId"]
+        renewer = Renewer(api, output, hold_id, ttl, renew_interval(ttl, hold), hold.get("expiresAt"))
         renewer.start()
         try:
             before_command(api, output, hold, signals.interrupted)
