@@ -9,6 +9,7 @@ Two servers stand in for a deployment, both on 127.0.0.1 and started here:
   machines, API Gateway's own errors).
 """
 
+import contextlib
 import doctest
 import json
 import os
@@ -511,6 +512,13 @@ class ScriptedApi:
 
 @pytest.fixture
 def scripted() -> Iterator[ScriptedApi]:
+    with serve_scripted() as api:
+        yield api
+
+
+@contextlib.contextmanager
+def serve_scripted() -> Iterator[ScriptedApi]:
+    """The scripted API on a free port of 127.0.0.1, for the length of the ``with``."""
     api = ScriptedApi(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -535,7 +543,7 @@ def scripted() -> Iterator[ScriptedApi]:
             self.end_headers()
             self.wfile.write(raw)
 
-        do_GET = do_POST = handle_one
+        do_GET = do_POST = do_DELETE = handle_one
 
         def log_message(self, *args) -> None:
             pass

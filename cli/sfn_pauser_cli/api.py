@@ -111,6 +111,17 @@ def resolve_region(explicit: str | None, api_url: str, session: botocore.session
     return region
 
 
+def route(*segments: str) -> str:
+    """A path from its segments, each quoted whole: an ID cannot reach another route.
+
+    >>> route("holds", "hold-1", "renew")
+    '/holds/hold-1/renew'
+    >>> route("holds", "../maintenance?x=1")
+    '/holds/..%2Fmaintenance%3Fx%3D1'
+    """
+    return "".join("/" + urllib.parse.quote(segment, safe="") for segment in segments)
+
+
 class Api:
     """JSON requests to one deployment of the API (its stage URL, e.g. ``https://…/api``)."""
 
@@ -141,6 +152,10 @@ class Api:
     def post(self, path: str, body: dict[str, Any], *, retry: bool = False, deadline: float | None = None) -> Any:
         """POST a JSON body. ``retry`` only for requests that are safe to repeat."""
         return self._call("POST", path, body=body, retry=retry, deadline=deadline)
+
+    def delete(self, path: str, *, retry: bool = True, deadline: float | None = None) -> Any:
+        """DELETE, with no body. Retried by default: the API's DELETEs are idempotent."""
+        return self._call("DELETE", path, retry=retry, deadline=deadline)
 
     def _call(
         self,

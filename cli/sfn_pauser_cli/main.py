@@ -3,12 +3,14 @@
 import argparse
 import os
 import re
+import sys
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
-from sfn_pauser_cli import __version__, commands
+from sfn_pauser_cli import __version__, commands, holds, runner
 from sfn_pauser_cli.api import Api, ApiError, ConfigurationError, Unreachable
 from sfn_pauser_cli.commands import Failure, Output, TimedOut
 
@@ -22,10 +24,20 @@ API_VARIABLE = "SFN_PAUSER_API"
 DEFAULT_TIMEOUT_SECONDS = 900.0
 # The API's own limits, checked here too so that a typo costs no round trip.
 MAX_PAGE = 1000
+MAX_GUARDS = 10
+# run's TTL without --ttl: a runner that dies holds no longer than this (renewed every third of it).
+DEFAULT_RUN_TTL_SECONDS = 600
+HOLD_COMMANDS = ("hold", "run", "renew", "release", "holds")
 
 _STATE_MACHINE_ARN = re.compile(r"arn:[a-z-]+:states:[a-z0-9-]+:\d{12}:stateMachine:[^:\s]+(?::[^:\s]+)?")
 _EXECUTION_ARN = re.compile(r"arn:[a-z-]+:states:[a-z0-9-]+:\d{12}:execution:[^:\s]+(?::[^:\s]+){1,2}")
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
+# A state machine ARN pattern: * and ? match any characters and any one character.
+_STATE_MACHINE_PATTERN = re.compile(r"arn:[a-z*?-]+:states:[a-z0-9*?-]+:[0-9*?]+:stateMachine:[^:\s]+(?::[^:\s]+)?")
+_GUARD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,63}")
+# An EventBridge cron expression: six fields.
+_CRON = re.compile(r"cron\(\s*\S+(?:\s+\S+){5}\s*\)")
+_DURATION = re.compile(r"(?:\d+\s*[smhd]\s*)+")
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 DESCRIPTION = """\
@@ -35,6 +47,12 @@ holds, through sfn-pauser's REST API. Every request is signed with SigV4
 
   sfn-pauser on  --state-machine ARN --reason "deploy $SHA" --until 2h --wait
   sfn-pauser off --state-machine ARN --wait --timeout 900
+
+Holds add up where the maintenance flag does not: each pipeline takes its own,
+and releasing one never lifts another's.
+
+  sfn-pauser run --guards db --ttl 30m --reason "deploy $SHA" -- ./deploy.sh
+  HOLD=$(sfn-pauser hold --guards db --ttl 30m); ...; sfn-pauser release "$HOLD"
 """
 
 EPILOG = f"""\
@@ -49,15 +67,36 @@ exit codes:
   {EXIT_TIMED_OUT}  --wait ran out of --timeout
 """
 
+RUN_EPILOG = f"""\
+exit codes:
+  the command's own status, or 128+N when signal N ended it (130 SIGINT, 143 SIGTERM);
+  {runner.EXIT_NOT_FOUND} command not found, {runner.EXIT_CANNOT_EXECUTE} not executable (the hold is released)
+  {EXIT_FAILED}  taking the hold failed (the API refused or could not be reached): the command was not run;
+     or the command succeeded (0) but the hold could not be released: it ends at its TTL, and the
+     command to release it by hand is printed
+  {EXIT_USAGE}  bad arguments, or no API URL, region or AWS credentials (nothing was sent, nothing run)
+
+SIGINT and SIGTERM are passed on to the command (in a terminal, Ctrl-C reaches it directly);
+run waits for it to end, releases the hold, and exits with its status. If run itself dies
+(SIGKILL), the hold is no longer renewed and ends at its TTL.
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # Everything after the first -- is run's command, options included.
+    command_line = None
+    if "--" in arguments:
+        at = arguments.index("--")
+        arguments, command_line = arguments[:at], arguments[at + 1 :]
+    args = parser.parse_args(arguments)
+    args.command_line = command_line
     _check(parser, args)
     output = Output(args.json)
     try:
         api = Api.from_environment(args.api, args.region)
-        _run(api, output, args)
+        return _run(api, output, args)
     except ConfigurationError as error:
         output.progress(f"error: {error}")
         return EXIT_USAGE
@@ -75,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.progress("interrupted")
         return EXIT_INTERRUPTED
-    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,11 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def subcommand(name: str, summary: str, machine_help: str = "the state machine") -> argparse.ArgumentParser:
-        parser = subcommands.add_parser(
-            name, parents=[common], help=summary, description=summary, epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    def plain(name: str, summary: str, **options: Any) -> argparse.ArgumentParser:
+        return subcommands.add_parser(
+            name, parents=[common], help=summary, description=summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter, **{"epilog": EPILOG, **options},
         )  # fmt: skip
+
+    def subcommand(name: str, summary: str, machine_help: str = "the state machine") -> argparse.ArgumentParser:
+        parser = plain(name, summary)
         parser.add_argument(
             "--state-machine",
             metavar="ARN",
@@ -161,7 +202,101 @@ def build_parser() -> argparse.ArgumentParser:
     audit = subcommand("audit", "Show who switched, resumed or aborted what, newest first.")
     audit.add_argument("--limit", type=_whole(1, MAX_PAGE), help=f"events per page (1 to {MAX_PAGE})")
     audit.add_argument("--next-token", help="the page after the one that printed this token")
+
+    hold = plain(
+        "hold",
+        "Take a hold: executions of every state machine it covers are held at the checkpoint until it is "
+        "released or expires. Its ID alone goes to stdout (HOLD=$(sfn-pauser hold ...)), what it covers to stderr.",
+    )
+    _hold_options(hold, scheduling=True)
+
+    run = plain(
+        "run",
+        "Take a hold, run COMMAND under it (renewing it every third of --ttl), and release it when COMMAND "
+        "ends, however it ends. Exits with COMMAND's status.",
+        usage="sfn-pauser run [options] -- COMMAND [ARGS ...]",
+        epilog=RUN_EPILOG,
+    )
+    _hold_options(run, scheduling=False)
+
+    renew = plain("renew", "Renew a hold: it expires --ttl (or the API's default) from now. 404 once it has ended.")
+    renew.add_argument("hold_id", metavar="HOLD_ID", type=_hold_id, help="the hold, as `sfn-pauser hold` printed it")
+    renew.add_argument("--ttl", metavar="DURATION", type=_duration, help="the new lifetime from now (30m, 2h, ...)")
+
+    release = plain(
+        "release",
+        "Release a hold: what it alone held is resumed. Prints what was resumed and what is still held, and by "
+        "what. Releasing a hold that has ended changes nothing (released: false).",
+    )
+    release.add_argument("hold_id", metavar="HOLD_ID", type=_hold_id, help="the hold, as `sfn-pauser hold` printed it")
+
+    listed = plain("holds", "List the holds, following every page: ID, scope, who, expiry and next opening, reason.")
+    listed.add_argument(
+        "--state-machine",
+        metavar="ARN",
+        action="append",
+        dest="state_machines",
+        type=_matching(_STATE_MACHINE_ARN, "a state machine ARN, arn:aws:states:REGION:ACCOUNT:stateMachine:NAME"),
+        help="only the holds of this state machine",
+    )
+    listed.add_argument("--guard", metavar="NAME", type=_guard_name, help="only the holds of this guard")
     return parser
+
+
+def _hold_options(parser: argparse.ArgumentParser, *, scheduling: bool) -> None:
+    """The scope, TTL and reason of `hold` and `run`; the start, expiry and recurrence of `hold` only."""
+    parser.add_argument(
+        "--state-machine",
+        metavar="ARN",
+        action="append",
+        dest="state_machines",
+        type=_machine_pattern,
+        help="a state machine ARN, or a pattern with * and ? (quote it: 'arn:aws:states:*:123456789012:"
+        "stateMachine:Payments*'); more than once for several",
+    )
+    parser.add_argument(
+        "--guards",
+        metavar="NAMES",
+        action="append",
+        type=_guard_names,
+        help=f"guards, comma-separated (at most {MAX_GUARDS} in all): the hold covers the state machines they guard",
+    )
+    parser.add_argument("--guard", metavar="NAME", action="append", type=_guard_name, help="a guard, as --guards")
+    default = "the API's" if scheduling else f"{DEFAULT_RUN_TTL_SECONDS // 60}m, renewed every third of it"
+    parser.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        type=_duration,
+        help=f"how long the hold lasts unless renewed: 90s, 30m, 2h, 1d, 1h30m or seconds (default: {default})",
+    )
+    parser.add_argument("--reason", help="why, recorded on the hold")
+    hidden = argparse.SUPPRESS  # run holds from now until the command ends: refused with a reason in _check
+    parser.add_argument(
+        "--starts-at",
+        metavar="TIME",
+        type=_until,
+        help="the hold starts then: ISO 8601 (2026-12-01T02:00:00Z) or a duration from now (2h)"
+        if scheduling else hidden,
+    )  # fmt: skip
+    parser.add_argument(
+        "--expires-at",
+        metavar="TIME",
+        type=_until,
+        help="the hold ends then (ISO 8601 or a duration from now)" if scheduling else hidden,
+    )
+    parser.add_argument(
+        "--schedule",
+        metavar="CRON",
+        type=_schedule,
+        help="recur: the hold is active from each time of this EventBridge cron expression, e.g. "
+        "'cron(0 2 ? * SUN *)' (UTC), for --duration" if scheduling else hidden,
+    )  # fmt: skip
+    parser.add_argument(
+        "--duration",
+        metavar="DURATION",
+        type=_duration,
+        help="with --schedule: how long each time lasts (2h)" if scheduling else hidden,
+    )
 
 
 def _wait_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -184,9 +319,21 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(
             f"--api {args.api!r}: expected the stage URL, e.g. https://ID.execute-api.REGION.amazonaws.com/api"
         )
-    args.state_machines = list(dict.fromkeys(args.state_machines or []))
-    if args.command not in ("on", "off") and len(args.state_machines) > 1:
+    args.state_machines = list(dict.fromkeys(getattr(args, "state_machines", None) or []))
+    if args.command not in ("on", "off", "hold", "run") and len(args.state_machines) > 1:
         parser.error(f"{args.command} takes one --state-machine")
+    if args.command == "run":
+        _check_run(parser, args)
+    elif args.command_line is not None:
+        parser.error(f"{args.command} takes no command after -- (that is for `sfn-pauser run`)")
+    if args.command in ("hold", "run"):
+        args.guards = list(dict.fromkeys(chain(*(args.guards or []), args.guard or [])))
+        if not args.state_machines and not args.guards:
+            parser.error(f"{args.command} needs a scope: --state-machine ARN (or an ARN pattern) and/or --guards NAMES")
+        if len(args.guards) > MAX_GUARDS:
+            parser.error(f"--guards: at most {MAX_GUARDS} guards, got {len(args.guards)}")
+        if (args.schedule is None) != (args.duration is None):
+            parser.error("--schedule and --duration go together: a recurring hold needs both")
     if getattr(args, "timeout", None) is not None and not args.wait:
         parser.error("--timeout says how long --wait waits; add --wait")
     if getattr(args, "wait", False) and args.dry_run:
@@ -197,10 +344,29 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("abort needs --execution ARN (one or more) or --all")
 
 
-def _run(api: Api, output: Output, args: argparse.Namespace) -> None:
+def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command_line is None:
+        parser.error("run needs -- and the command after it, e.g. sfn-pauser run --guards db -- ./deploy.sh")
+    if not args.command_line:
+        parser.error("run needs a command after --")
+    if args.json:
+        parser.error("run leaves stdout to the command, so --json has nothing to print")
+    for option, value in (
+        ("--starts-at", args.starts_at),
+        ("--expires-at", args.expires_at),
+        ("--schedule", args.schedule),
+        ("--duration", args.duration),
+    ):
+        if value is not None:
+            parser.error(f"run holds from now until the command ends, so {option} is for `sfn-pauser hold`")
+
+
+def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
+    if args.command in HOLD_COMMANDS:
+        return _run_holds(api, output, args)
     if not args.state_machines:
         commands.overview(api, output)
-        return
+        return EXIT_OK
     machine = args.state_machines[0]
     if args.command in ("on", "off"):
         options: dict[str, Any] = {"enabled": args.command == "on"}
@@ -232,6 +398,46 @@ def _run(api: Api, output: Output, args: argparse.Namespace) -> None:
         if args.next_token:
             query["nextToken"] = args.next_token
         commands.audit(api, output, machine, query)
+    return EXIT_OK
+
+
+def _run_holds(api: Api, output: Output, args: argparse.Namespace) -> int:
+    if args.command == "hold":
+        holds.hold(api, output, _hold_body(args))
+    elif args.command == "run":
+        ttl = DEFAULT_RUN_TTL_SECONDS if args.ttl is None else args.ttl
+        how = ["--api", api.base_url, *(["--region", args.region] if args.region else [])]
+        return runner.run(api, output, {**_hold_body(args), "ttlSeconds": ttl}, ttl, args.command_line, how)
+    elif args.command == "renew":
+        holds.renew(api, output, args.hold_id, args.ttl)
+    elif args.command == "release":
+        holds.release(api, output, args.hold_id)
+    else:
+        query = {"stateMachineArn": args.state_machines[0]} if args.state_machines else {}
+        if args.guard:
+            query["guard"] = args.guard
+        holds.listing(api, output, query)
+    return EXIT_OK
+
+
+def _hold_body(args: argparse.Namespace) -> dict[str, Any]:
+    """POST /holds's body from the options of `hold` or `run`."""
+    body: dict[str, Any] = {}
+    if args.state_machines:
+        body["stateMachineArns"] = args.state_machines
+    if args.guards:
+        body["guards"] = args.guards
+    if args.reason:
+        body["reason"] = args.reason
+    if args.ttl is not None:
+        body["ttlSeconds"] = args.ttl
+    if args.starts_at:
+        body["startsAt"] = args.starts_at
+    if args.expires_at:
+        body["expiresAt"] = args.expires_at
+    if args.schedule:
+        body["recurrence"] = {"schedule": args.schedule, "durationSeconds": args.duration}
+    return body
 
 
 # ---------------------------------------------------------------- argument types
@@ -249,6 +455,56 @@ def _matching(pattern: re.Pattern[str], expected: str) -> Callable[[str], str]:
 _execution_arn = _matching(_EXECUTION_ARN, "an execution ARN, arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME")
 
 
+def _machine_pattern(text: str) -> str:
+    """A state machine ARN, or a pattern of one with * and ?.
+
+    >>> _machine_pattern("arn:aws:states:*:123456789012:stateMachine:Pay*")
+    'arn:aws:states:*:123456789012:stateMachine:Pay*'
+    """
+    stripped = text.strip()
+    pattern = _STATE_MACHINE_PATTERN if any(mark in stripped for mark in "*?") else _STATE_MACHINE_ARN
+    if not pattern.fullmatch(stripped):
+        raise argparse.ArgumentTypeError(
+            "expected a state machine ARN, arn:aws:states:REGION:ACCOUNT:stateMachine:NAME, or a pattern of one "
+            f"with * and ? (arn:aws:states:*:123456789012:stateMachine:Payments*), got {text!r}"
+        )
+    return stripped
+
+
+def _guard_name(text: str) -> str:
+    name = text.strip()
+    if not _GUARD.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            "expected a guard name: 1 to 64 letters, digits and . _ - : @ / +, starting with a letter or digit; "
+            f"got {text!r}"
+        )
+    return name
+
+
+def _guard_names(text: str) -> list[str]:
+    """
+    >>> _guard_names("db, payments-api,")
+    ['db', 'payments-api']
+    """
+    return [_guard_name(part) for part in text.split(",") if part.strip()]
+
+
+def _hold_id(text: str) -> str:
+    hold_id = text.strip()
+    if hold_id in ("", ".", "..") or len(hold_id) > 256 or not hold_id.isprintable() or " " in hold_id:
+        raise argparse.ArgumentTypeError(f"expected a hold ID as `sfn-pauser hold` printed it (hold-...), got {text!r}")
+    return hold_id
+
+
+def _schedule(text: str) -> str:
+    if not _CRON.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(
+            "expected an EventBridge cron expression of six fields, cron(MINUTES HOURS DAY-OF-MONTH MONTH "
+            f"DAY-OF-WEEK YEAR), e.g. 'cron(0 2 ? * SUN *)'; got {text!r}"
+        )
+    return text.strip()
+
+
 def _whole(minimum: int, maximum: int | None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -261,6 +517,29 @@ def _whole(minimum: int, maximum: int | None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _duration(text: str) -> int:
+    """Whole seconds from a duration: 90s, 30m, 2h, 1d, 1h30m, or a plain number of seconds.
+
+    >>> [_duration(text) for text in ("90s", "30m", "2h", "1d", "1h30m", "45")]
+    [90, 1800, 7200, 86400, 5400, 45]
+    """
+    stripped = text.strip().lower()
+    seconds = int(stripped) if stripped.isascii() and stripped.isdigit() else _duration_seconds(stripped)
+    if not seconds:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration above 0: 90s, 30m, 2h, 1d, 1h30m or a number of seconds; got {text!r}"
+        )
+    return seconds
+
+
+def _duration_seconds(text: str) -> int | None:
+    """The seconds of ``90m``, ``1h30m`` ...; None for anything else."""
+    text = text.strip().lower()
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(int(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text))
 
 
 def _seconds(text: str) -> float:
@@ -282,9 +561,9 @@ def _until(text: str, now: datetime | None = None) -> str:
     '2026-01-01T10:00:00Z'
     """
     now = now or datetime.now(UTC)
-    duration = _DURATION.fullmatch(text.strip().lower())
-    if duration:
-        moment = now + timedelta(seconds=int(duration[1]) * _UNIT_SECONDS[duration[2]])
+    duration = _duration_seconds(text)
+    if duration is not None:
+        moment = now + timedelta(seconds=duration)
     else:
         try:
             moment = datetime.fromisoformat(text.strip())
