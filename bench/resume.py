@@ -279,13 +279,34 @@ def scenario_quota(args: argparse.Namespace, s3: Any, targets: engine.Targets) -
 
 def scenario_hot_path(args: argparse.Namespace, s3: Any, targets: engine.Targets) -> None:
     print("hot path (moto): 100 task-handler invocations on one warm container, deployed settings", flush=True)
+    sfn = boto3.client("stepfunctions")
+    per_guards: dict[int, Counter[str]] = {}
+    for guards in (0, 1, 3):
+        calls = per_guards[guards] = hot_path_calls(args, sfn, [f"dependency-{n}" for n in range(guards)])
+        print(f"  {guards} guard(s): {sum(calls.values()) / 100:.2f} AWS calls per proceeding invocation {dict(calls)}")
+    plain = per_guards[0]
+    targets.check(
+        plain["ListTagsForResource"] <= 1,
+        "hot path (moto): <= 1 ListTagsForResource per 100",
+        str(plain["ListTagsForResource"]),
+    )
+    for guards in (1, 3):
+        extra = sum(per_guards[guards].values()) - sum(plain.values())
+        targets.check(
+            extra <= guards,
+            f"hot path (moto): {guards} guard(s) add at most {guards} call(s) per container and cache period",
+            str(extra),
+        )
+
+
+def hot_path_calls(args: argparse.Namespace, sfn: Any, guards: list[str]) -> Counter[str]:
+    """The AWS calls of 100 proceeding invocations of a checkpoint declaring ``guards``, on a new container."""
     services = Services.build(deployed_settings(args), logging.getLogger("bench.quiet"))
     calls: Counter[str] = Counter()
     for client in (services.clients.s3(), services.clients.sfn(MACHINE.region)):
         client.meta.events.register("before-call", lambda model, **_: calls.update([model.name]))
-    sfn = boto3.client("stepfunctions")
     arn = sfn.create_state_machine(
-        name="HotPath",
+        name=f"HotPath{len(guards)}",
         definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
         roleArn="arn:aws:iam::123456789012:role/r",
     )["stateMachineArn"]
@@ -295,16 +316,11 @@ def scenario_hot_path(args: argparse.Namespace, s3: Any, targets: engine.Targets
             return 60_000
 
     for index in range(100):
-        event = {"taskToken": f"t-{index}", "stateMachineArn": arn, "executionArn": f"{arn}:e{index}"}
+        event: dict[str, Any] = {"taskToken": f"t-{index}", "stateMachineArn": arn, "executionArn": f"{arn}:e{index}"}
+        if guards:
+            event["guards"] = guards
         services.pauser.handle(event, Deadline.for_context(Context()))
-    total = sum(calls.values())
-    print(f"  AWS calls per proceeding invocation: {total / 100:.2f} ({dict(calls)})")
-    print(f"  ListTagsForResource per 100 invocations: {calls['ListTagsForResource']} (target <= 1)")
-    targets.check(
-        calls["ListTagsForResource"] <= 1,
-        "hot path (moto): <= 1 ListTagsForResource per 100",
-        str(calls["ListTagsForResource"]),
-    )
+    return calls
 
 
 MOTO_SCENARIOS = ("speed", "quota", "hot-path")

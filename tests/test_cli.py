@@ -982,3 +982,36 @@ def test_the_sfn_pauser_command_is_installed():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"sfn-pauser {sfn_pauser_cli.__version__}"
+
+
+# -- holds, against the real API (the scripted answers are in test_cli_holds.py)
+
+
+def test_hold_holds_and_release_work_against_the_real_api(stack, machine):
+    stack.hold(machine, "waiting")
+
+    taken = cli("hold", "--api", stack.api, "--state-machine", machine, "--ttl", "5m", "--reason", "deploy 9")
+
+    assert taken.code == 0, taken.stderr
+    hold_id = taken.stdout.strip()
+    assert re.fullmatch(r"hold-[0-9a-f]{16}", hold_id), taken.stdout
+    listed = cli("holds", "--api", stack.api, "--state-machine", machine, "--json")
+    assert [hold["holdId"] for hold in json.loads(listed.stdout)["holds"]] == [hold_id]
+    assert stack.get("/maintenance", stateMachineArn=machine)["heldBy"] == [hold_id]
+
+    released = cli("release", hold_id, "--api", stack.api)
+
+    assert released.code == 0, released.stderr
+    assert "resumed 1" in released.stdout, released.stdout
+    assert stack.held(machine) == []
+
+
+def test_run_holds_around_a_failing_command_and_releases_it_against_the_real_api(stack, machine):
+    stack.hold(machine, "waiting")
+    command = [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+    run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--", *command)
+
+    assert run.code == 3, run.stderr
+    assert stack.get("/holds", stateMachineArn=machine)["holds"] == []
+    assert stack.held(machine) == []  # the release resumed what the hold kept
