@@ -72,7 +72,12 @@ class HoldControl:
 
         self._book.change(add)
         self._audit.record_hold(hold.hold_id, "hold", actor, at=hold.created_at, hold=hold.as_dict())
-        return {**hold.as_dict(now), "affected": [str(machine) for machine in self.affected(hold)]}
+        return {
+            **hold.as_dict(now),
+            "affected": [str(machine) for machine in self.affected(hold)],
+            # Warm task handlers reuse the holds they read for MaintenanceCacheSeconds.
+            "effectiveWithinSeconds": self._control.cache_seconds,
+        }
 
     @aws_errors_as_http
     def renew(self, hold_id: str, ttl_seconds: int, actor: str) -> dict[str, Any]:

@@ -95,6 +95,11 @@ class MaintenanceControl:
     def flag(self) -> MaintenanceFlag:
         return self._flag
 
+    @property
+    def cache_seconds(self) -> float:
+        """How long a warm task handler may act on a flag or holds it read (MaintenanceCacheSeconds)."""
+        return self._cache_seconds
+
     # -- switching
 
     @aws_errors_as_http

@@ -599,7 +599,7 @@ class Demo:
         except OSError as error:
             raise StackError(f"{method} {url} failed: {error}") from error
         say(f"    <- {status} {compact(answer)}")
-        if status != 200:
+        if status not in (200, 201):
             raise StackError(f"{method} {url} answered {status}: {answer}")
         return answer
 
@@ -686,6 +686,41 @@ class Demo:
         say(f"    s3://{stack.bucket}/{stack.folder}: {len(left)} held tokens")
         if left:
             raise StackError(f"tokens are still held after the resume: {left}")
+        self.overlapping_holds()
+
+    def overlapping_holds(self) -> None:
+        """Two pipelines hold the machine at once; the first to finish lifts nothing."""
+        stack = self.stack
+        self.announce("Two pipelines take overlapping holds (each with a TTL, so a crash cannot hold for ever)")
+        holds = [
+            self.api("POST", "holds", {"stateMachineArns": [stack.machine_arn], "ttlSeconds": 600, "reason": who})
+            for who in ("pipeline A", "pipeline B")
+        ]
+        first, second = (hold["holdId"] for hold in holds)
+        execution_arn = stack.sfn.start_execution(
+            stateMachineArn=stack.machine_arn, name=f"demo-holds-{time.strftime('%Y%m%dT%H%M%S')}", input="{}"
+        )["executionArn"]
+        say(f"    execution {execution_arn}")
+        wait_for(self.held_keys, timeout=STEP_SECONDS, what="the execution to be held")
+        say("    held at MaintenanceCheckpoint")
+
+        self.announce("Pipeline A finishes first and releases its hold: pipeline B's still holds the execution")
+        released = self.api("DELETE", f"holds/{first}")
+        if released.get("stillHeld") != [{"stateMachineArn": stack.machine_arn, "heldBy": [second]}]:
+            raise StackError(f"expected the execution still held by {second}, got {released}")
+        self.require_running(execution_arn)
+        say("    execution RUNNING")
+
+        self.announce("Pipeline B releases the last hold: the execution resumes")
+        released = self.api("DELETE", f"holds/{second}")
+        if released.get("resumed") != {stack.machine_arn: 1}:
+            raise StackError(f"expected 1 execution resumed, got {released}")
+        wait_for(
+            lambda: self.execution(execution_arn)["status"] == "SUCCEEDED" or None,
+            timeout=STEP_SECONDS,
+            what=f"{execution_arn} to succeed",
+        )
+        say("    execution SUCCEEDED")
 
 
 # ---------------------------------------------------------------- main

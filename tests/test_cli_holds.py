@@ -585,6 +585,26 @@ def test_a_signal_while_the_hold_is_asked_for_releases_it_and_runs_nothing(api):
     assert stdout == ""
 
 
+def test_run_waits_for_task_handlers_to_see_the_hold_and_a_signal_then_runs_nothing(api):
+    # Warm task handlers may act on holds they read up to effectiveWithinSeconds ago: the
+    # command starts only after that; a signal during the wait releases and runs nothing.
+    api.take = (201, {}, a_hold(effectiveWithinSeconds=60))
+    process = start_run(api, "exit=0", until=("POST", "/holds"))
+    seen = ""
+    while "waiting 60s before the command" not in seen:  # its progress line, before the signal
+        line = process.stderr.readline()
+        assert line, f"run ended without waiting: {seen}"
+        seen += line
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, seen + stderr
+    assert "a warm task handler may act on the holds it read up to 60s ago" in seen
+    assert ("GET", "/marker") not in api.sequence()
+    assert api.sequence()[-1] == ("DELETE", f"/holds/{HOLD_ID}")
+
+
 def test_a_command_that_handles_the_signal_sets_the_exit_status(api):
     process = start_run(api, "trap-term")
 

@@ -74,20 +74,32 @@ def run(api: Api, output: Output, body: dict[str, Any], ttl: int, command: list[
 
 
 def before_command(api: Api, output: Output, hold: dict[str, Any], interrupted: Callable[[], bool]) -> None:
-    """Between taking the hold and starting the command: nothing yet.
+    """Between taking the hold and starting the command: wait until task handlers see the hold.
 
-    The place for a later "wait until drained": until task handlers see the new
-    hold, and until executions already past the checkpoint have finished, so
-    that the command starts with nothing of the held machines in flight.
+    A warm task handler reuses the holds it read for up to ``effectiveWithinSeconds``
+    (MaintenanceCacheSeconds), so until then an execution may still pass the
+    checkpoint. (A later "wait until drained" goes here too.)
 
     It runs with the hold taken and renewed in the background, and with SIGINT
-    and SIGTERM recorded instead of ending the process: a wait here should
-    return as soon as ``interrupted()`` is true (the command is then not
-    started, the hold is released, and run exits with 128 + the signal). An
-    exception releases the hold and ends run as any command's exception does
-    (``ApiError`` exit 1, ``TimedOut`` exit 3).
+    and SIGTERM recorded instead of ending the process: the wait returns as soon
+    as ``interrupted()`` is true (the command is then not started, the hold is
+    released, and run exits with 128 + the signal).
     """
-    del api, output, hold, interrupted
+    del api
+    seconds = _seconds_of(hold.get("effectiveWithinSeconds"))
+    if seconds <= 0 or not hold.get("active", True):
+        return
+    output.progress(
+        f"waiting {seconds:g}s before the command: a warm task handler may act on the holds it read up to "
+        f"{seconds:g}s ago (MaintenanceCacheSeconds)"
+    )
+    ends = time.monotonic() + seconds
+    while not interrupted() and time.monotonic() < ends:
+        time.sleep(min(0.2, max(0.0, ends - time.monotonic())))
+
+
+def _seconds_of(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0.0
 
 
 def run_command(output: Output, command: list[str], signals: "Forwarding") -> int:
