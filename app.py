@@ -9,7 +9,7 @@ from typing import Any
 
 from chalice import Chalice, IAMAuthorizer, Rate, Response
 
-from chalicelib.arns import account_region_of
+from chalicelib.arns import AccountRegion, account_region_of
 from chalicelib.commands import (
     json_body,
     parse_abort,
@@ -68,7 +68,7 @@ def maintenance_status() -> dict[str, Any]:
     query = app.current_request.query_params or {}
     if "stateMachineArn" in query:
         return get_services().holds.status(parse_status(query))
-    return get_services().control.overview(parse_page(query, machine_required=False))
+    return get_services().holds.overview(parse_page(query, machine_required=False))
 
 
 @app.route("/maintenance/paused", methods=["GET"], authorizer=iam)
@@ -121,7 +121,7 @@ def renew_hold(hold_id: str) -> dict[str, Any]:
 
 @app.route("/holds/{hold_id}", methods=["DELETE"], authorizer=iam)
 def release_hold(hold_id: str) -> dict[str, Any]:
-    return get_services().holds.release(parse_hold_id(hold_id), _caller(), _api_deadline())
+    return get_services().holds.release(parse_hold_id(hold_id), _caller(), _api_deadline(), _home())
 
 
 # End of Event Handlers.
@@ -142,6 +142,11 @@ def get_services() -> Services:
 
 def _api_deadline() -> Deadline:
     return Deadline.for_context(app.lambda_context, cap_seconds=API_GATEWAY_SECONDS)
+
+
+def _home() -> AccountRegion | None:
+    """This function's account and region (None under chalice local, which has one account)."""
+    return account_region_of(getattr(app.lambda_context, "invoked_function_arn", "") or "")
 
 
 def _caller() -> str:

@@ -11,9 +11,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.arns import StateMachineArn, parse_state_machine_arn
+from chalicelib.arns import AccountRegion, StateMachineArn, parse_state_machine_arn
 from chalicelib.audit import AuditTrail
-from chalicelib.commands import HoldsQuery, NewHold, ResumeHeld, SwitchMaintenance, encode_next_token
+from chalicelib.commands import HoldsQuery, NewHold, Page, ResumeHeld, SwitchMaintenance, encode_next_token
 from chalicelib.continuation import Drainer
 from chalicelib.cron import Cron
 from chalicelib.deadline import Deadline
@@ -100,15 +100,24 @@ class HoldControl:
         return hold.as_dict(now)
 
     @aws_errors_as_http
-    def release(self, hold_id: str, actor: str, deadline: Deadline, reason: str = "released") -> dict[str, Any]:
-        """``DELETE /holds/{holdId}``: end the hold, and resume what nothing else covers. Idempotent."""
+    def release(self, hold_id: str, actor: str, deadline: Deadline, home: AccountRegion | None) -> dict[str, Any]:
+        """``DELETE /holds/{holdId}``: end the hold, and resume what nothing else covers. Idempotent.
+
+        Only machines in ``home``'s account (this function's) are resumed here: this
+        role cannot answer another account's tokens (AWS would call them invalid, and
+        they would be quarantined). Their own sweep resumes them (``otherAccounts``).
+        """
         _, ended = self._book.change(lambda book: _without(book, {hold_id}))
         if not ended:
             return {"holdId": hold_id, "released": False, "resumed": {}, "stillHeld": []}
-        hold = ended[0]
-        self._audit.record_hold(hold_id, reason, actor)
-        resumed, still_held = self.lift(self.affected(hold), deadline)
-        return {"holdId": hold_id, "released": True, "resumed": resumed, "stillHeld": still_held}
+        self._audit.record_hold(hold_id, "released", actor)
+        machines = self.affected(ended[0])
+        ours = [m for m in machines if home is None or (m.partition, m.account) == (home.partition, home.account)]
+        resumed, still_held = self.lift(ours, deadline)
+        answer = {"holdId": hold_id, "released": True, "resumed": resumed, "stillHeld": still_held}
+        if len(ours) < len(machines):
+            answer["otherAccounts"] = [str(machine) for machine in machines if machine not in ours]
+        return answer
 
     def end_covering(self, machine: StateMachineArn, actor: str) -> list[str]:
         """End every hold that covers ``machine`` (``POST /maintenance`` with ``force``); their ids."""
@@ -197,6 +206,19 @@ class HoldControl:
             if command.force:
                 entry["endedHolds"] = forced.get(machine.unqualified, [])
         return result
+
+    @aws_errors_as_http
+    def overview(self, page: Page) -> dict[str, Any]:
+        """``GET /maintenance``: the machines in maintenance or holding tokens; a hold on a machine is on."""
+        answer = self._control.overview(page)
+        book = self._book.read()
+        for entry in answer["stateMachines"]:
+            if "error" not in entry:
+                holds = self.machine_holds(_machine(entry["stateMachineArn"]), book)
+                entry["maintenance"] = entry["maintenance"] or bool(holds)
+                if holds:
+                    entry["holds"] = sorted(hold.hold_id for hold in holds)
+        return answer
 
     @aws_errors_as_http
     def status(self, machine: StateMachineArn) -> dict[str, Any]:

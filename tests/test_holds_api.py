@@ -277,3 +277,26 @@ def test_a_renew_racing_the_expiry_either_keeps_everything_held_or_resumes_it(wo
         assert answers["renew"] == 404
     workflow.wait_for(execution, "SUCCEEDED")
     assert workflow.held_keys() == []
+
+
+def test_a_release_leaves_another_accounts_machines_to_their_own_sweep(aws, bucket, client):
+    # A namesake in another account guards the same dependency and shares the bucket:
+    # this role cannot answer its tokens (AWS would call them invalid, and quarantine
+    # would follow), so the release names it instead of touching it.
+    from chalicelib.arns import AccountRegion, parse_state_machine_arn
+    from chalicelib.events import parse_checkpoint_event
+
+    services = chalice_app.get_services()
+    theirs = parse_state_machine_arn("arn:aws:states:us-east-1:210987654321:stateMachine:Orders")
+    services.store.register_guard("orders-db", theirs)
+    event = {"taskToken": "their-token", "stateMachineArn": str(theirs), "guards": ["orders-db"]}
+    key = services.store.save(parse_checkpoint_event(event))
+    hold = take(client, guards=["orders-db"])
+
+    answer = services.holds.release(
+        hold["holdId"], "ci", Deadline(30), AccountRegion(partition="aws", region="us-east-1", account=ACCOUNT)
+    )
+
+    assert answer["otherAccounts"] == [str(theirs)]
+    assert answer["resumed"] == {}
+    assert aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # still held, not quarantined
