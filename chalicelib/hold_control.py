@@ -21,6 +21,7 @@ from chalicelib.errors import HoldNotFound, MaintenanceIsOn, TooManyHolds, aws_e
 from chalicelib.fleet import known_machines
 from chalicelib.holds import MAX_HOLDS, MAX_SERIES, TAG_HOLD, Book, Hold, HoldBook, Recurrence, Scope
 from chalicelib.maintenance import MaintenanceControl
+from chalicelib.sections import SHOWN, Sections
 from chalicelib.store import TokenStore
 
 
@@ -32,8 +33,10 @@ class HoldControl:
         drainer: Drainer,
         store: TokenStore,
         audit: AuditTrail,
+        sections: Sections,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._sections = sections
         self._book = book
         self._control = control
         self._drainer = drainer
@@ -153,7 +156,27 @@ class HoldControl:
         hold = self._book.read().get(hold_id)
         if hold is None or hold.ended(now):
             raise HoldNotFound(f"holdId: {hold_id} has ended (released or expired) or never existed")
-        return {**hold.as_dict(now), "affected": [str(machine) for machine in self.affected(hold)]}
+        affected = self.affected(hold)
+        return {**hold.as_dict(now), "affected": [str(machine) for machine in affected], **self._drain(hold, affected)}
+
+    def _drain(self, hold: Hold, machines: list[StateMachineArn]) -> dict[str, Any]:
+        """Whether the hold's scope is drained: it is active and nobody is inside a section it covers."""
+        inside, capped, shown = 0, False, []
+        for machine in machines:
+            # A hold on the machine covers every section of it; one on a dependency only the
+            # executions whose checkpoint guards it.
+            guards = None if hold.scope.covers_machine(machine) else frozenset(hold.scope.guards)
+            occupancy = self._sections.occupancy(machine, guards)
+            inside += occupancy.count
+            capped |= occupancy.capped
+            shown += [{"stateMachineArn": machine.unqualified, **each.as_dict()} for each in occupancy.shown]
+        shown.sort(key=lambda each: str(each["since"]))
+        return {
+            "drained": hold.active(self._now()) and inside == 0 and not capped,
+            "inside": inside,
+            "insideCapped": capped,
+            "insideExecutions": shown[:SHOWN],
+        }
 
     @aws_errors_as_http
     def listing(self, query: HoldsQuery) -> dict[str, Any]:
@@ -230,6 +253,10 @@ class HoldControl:
         status["heldBy"] = self.held_by(machine, book)
         status["maintenance"] = status["maintenance"] or bool(self.machine_holds(machine, book))
         status["holds"] = [hold.as_dict(now) for hold in holds]
+        # Drained: maintenance on (by the tag or any hold) and nobody inside its protected section.
+        occupancy = self._sections.occupancy(machine)
+        status.update(occupancy.as_dict())
+        status["drained"] = bool(status["heldBy"]) and occupancy.count == 0 and not occupancy.capped
         return status
 
     @aws_errors_as_http

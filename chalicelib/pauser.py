@@ -17,13 +17,14 @@ from chalicelib.errors import (
     StateMachineNotFound,
     Unavailable,
 )
-from chalicelib.events import CheckpointEvent, parse_checkpoint_event, token_from
+from chalicelib.events import CheckpointEvent, is_leave, parse_checkpoint_event, parse_leave_event, token_from
 from chalicelib.faults import AWS_ERRORS
 from chalicelib.flag import MaintenanceFlag
 from chalicelib.holds import Coverage
 from chalicelib.logs import DecisionLog, fingerprint
 from chalicelib.metrics import Metrics
 from chalicelib.resumer import Resumer
+from chalicelib.sections import Sections
 from chalicelib.store import MAX_PAYLOAD_BYTES, TokenStore, dumps, utf8_size
 
 # AWS limits a SendTaskFailure cause to 32,768 characters.
@@ -42,6 +43,7 @@ class Pauser:
         metrics: Metrics,
         default_region: str | None,
         coverage: Coverage,
+        sections: Sections,
     ) -> None:
         self._flag = flag
         self._store = store
@@ -52,6 +54,7 @@ class Pauser:
         self._metrics = metrics
         self._default_region = default_region
         self._coverage = coverage
+        self._sections = sections
         self._registered: set[tuple[str, str]] = set()  # (machine, guard) pairs this container recorded
 
     def handle(self, event: Any, deadline: Deadline) -> dict[str, Any]:
@@ -64,6 +67,8 @@ class Pauser:
         :class:`Unavailable`, which the checkpoint's ``Retry`` retries; its own
         token is never failed for that.
         """
+        if is_leave(event):
+            return self.leave(event)
         try:
             checkpoint = parse_checkpoint_event(event)
             output = task_output(checkpoint)
@@ -122,6 +127,25 @@ class Pauser:
             **report.as_dict(),
         )
         return {"status": "proceeding", "resumed_tokens": report.resumed}
+
+    def leave(self, event: Any) -> dict[str, Any]:
+        """The leave step (a plain ``lambda:invoke``): the execution is out of its protected section.
+
+        Bad input raises a named error (the step fails); an AWS fault raises
+        :class:`Unavailable`, which the leave step's ``Retry`` retries. Leaving twice is harmless.
+        """
+        leaving = parse_leave_event(event)
+        try:
+            self._sections.leave(leaving)
+        except AWS_ERRORS as error:
+            code = faults.error_code(error)
+            self._log.decision("leave-unavailable", logging.WARNING, execution=leaving.execution_arn, error=code)
+            raise Unavailable(
+                f"AWS answered {code} recording that {leaving.execution_arn} left its section; "
+                "the leave step's Retry will try again"
+            ) from None
+        self._log.decision("left", stateMachine=leaving.state_machine.unqualified, execution=leaving.execution_arn)
+        return {"status": "left"}
 
     def _hold(self, checkpoint: CheckpointEvent) -> str:
         saved = self._store.save_once(checkpoint)
@@ -186,7 +210,19 @@ class Pauser:
             self._registered.add((machine.unqualified, guard))
 
     def _proceed(self, checkpoint: CheckpointEvent, output: str) -> None:
-        """Let the execution through with its own input as the Task's output."""
+        """Let the execution through with its own input as the Task's output.
+
+        Past a checkpoint with a ``section``, the execution is recorded as inside first:
+        there is then no moment in which it is past the checkpoint and not counted.
+        """
+        if checkpoint.section is not None and checkpoint.execution_arn is not None:
+            self._sections.enter(
+                checkpoint.state_machine,
+                checkpoint.execution_arn,
+                checkpoint.entry,
+                checkpoint.section,
+                checkpoint.guards,
+            )
         sfn = self._clients.sfn(checkpoint.state_machine.region)
         try:
             sfn.send_task_success(taskToken=checkpoint.task_token, output=output)

@@ -51,6 +51,7 @@ from chalicelib.concurrency import Parallelism
 from chalicelib.deadline import Deadline
 from chalicelib.limiter import AimdLimiter
 from chalicelib.logs import DecisionLog, fingerprint
+from chalicelib.sections import Sections
 from chalicelib.store import (
     MAX_PAYLOAD_BYTES,
     HeldKey,
@@ -311,6 +312,7 @@ class Resumer:
         log: DecisionLog,
         concurrency: int,
         holds: HeldBy | None = None,
+        sections: Sections | None = None,
     ) -> None:
         self._store = store
         self._clients = clients
@@ -319,6 +321,7 @@ class Resumer:
         self._owner = uuid.uuid4().hex[:12]
         self._saw_backlog: dict[str, bool] = {}
         self._holds = holds
+        self._sections = sections
         # Machines whose last whole pass left only tokens that holds cover, and those holds:
         # until one of them ends, looking again would only read the same tokens again.
         self._held_back: dict[str, frozenset[str]] = {}
@@ -717,6 +720,9 @@ class Resumer:
                     common,
                 )
             else:
+                if task.section is not None and task.execution_arn and self._sections is not None:
+                    # Inside its protected section from now: recorded before it is let through.
+                    self._sections.enter(machine, task.execution_arn, task.entry, task.section, task.guards)
                 sfn.send_task_success(taskToken=task.task_token, output=output)
         except ClientError as error:
             code = _code(error)

@@ -18,6 +18,7 @@ from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
 from chalicelib.pauser import Pauser
 from chalicelib.resumer import Resumer
+from chalicelib.sections import Sections
 from chalicelib.store import TokenStore
 from chalicelib.sweep import Sweeper
 
@@ -53,7 +54,8 @@ class Services:
         flag = MaintenanceFlag(clients, store, settings.maintenance_cache_seconds, log=log)
         book = HoldBook(store, settings.maintenance_cache_seconds)
         coverage = Coverage(book, settings.allowed_state_machines)
-        resumer = Resumer(store, clients, log, settings.resume_concurrency, holds=coverage)
+        sections = Sections(store, clients, log)
+        resumer = Resumer(store, clients, log, settings.resume_concurrency, holds=coverage, sections=sections)
         drainer = Drainer(resumer, clients.lambda_, settings.resumer_function, log, metrics)
         audit = AuditTrail(store)
         control = MaintenanceControl(
@@ -67,7 +69,7 @@ class Services:
             settings.allowed_state_machines,
             fleet=fleet,
         )
-        holds = HoldControl(book, control, drainer, store, audit)
+        holds = HoldControl(book, control, drainer, store, audit, sections)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return cls(
             settings=settings,
@@ -76,7 +78,7 @@ class Services:
             flag=flag,
             resumer=resumer,
             drainer=drainer,
-            pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region, coverage),
+            pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region, coverage, sections),
             control=control,
             holds=holds,
             sweeper=Sweeper(
@@ -90,5 +92,6 @@ class Services:
                 settings.heartbeat_held_tasks,
                 fleet=fleet,
                 holds=holds,
+                sections=sections,
             ),
         )

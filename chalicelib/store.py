@@ -167,6 +167,8 @@ class HeldTask:
     has_input: bool = False
     input: Any = None
     guards: tuple[str, ...] = ()  # the dependencies its checkpoint declared (holds on them hold it)
+    section: str | None = None  # its checkpoint starts a protected section: resuming records it inside
+    entry: str | None = None  # which Map iteration, for the record
 
     @property
     def output(self) -> str:
@@ -241,6 +243,10 @@ class TokenStore:
             body["input"] = event.input
         if event.guards:
             body["guards"] = list(event.guards)
+        if event.section:
+            body["section"] = event.section
+            if event.entry is not None:
+                body["entry"] = event.entry
         if self.create(key, body) is None and not self._holds_token(key, event.task_token):
             raise UnreadableHeldTask(f"{key}: another task is held under this task's key")
         return Saved(key, first=True)
@@ -353,6 +359,8 @@ class TokenStore:
             has_input="input" in body,
             input=body.get("input"),
             guards=_names(body.get("guards")),
+            section=section if isinstance(section := body.get("section"), str) else None,
+            entry=entry if isinstance(entry := body.get("entry"), str) else None,
         )
 
     def load_quietly(self, key: str) -> HeldTask | None:
@@ -444,10 +452,11 @@ class TokenStore:
         more = response.get("IsTruncated") and keys
         return keys, keys[-1][len(folder_key) :] if more else None
 
-    def list_documents(self, folder_key: str) -> Iterator[tuple[str, datetime, str]]:
-        """(key, LastModified, ETag) of every object below a control folder."""
+    def list_documents(self, folder_key: str, start_after: str | None = None) -> Iterator[tuple[str, datetime, str]]:
+        """(key, LastModified, ETag) of every object below a control folder (after ``start_after``)."""
         paginator = self._s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder_key):
+        extra = {"StartAfter": start_after} if start_after else {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder_key, **extra):
             for item in page.get("Contents", []):
                 yield item["Key"], item["LastModified"], item["ETag"]
 

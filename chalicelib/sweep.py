@@ -39,6 +39,7 @@ from chalicelib.hold_control import HoldControl
 from chalicelib.logs import DecisionLog
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.metrics import Metrics
+from chalicelib.sections import Sections
 from chalicelib.store import TokenStore, UnreadableHeldTask, iso_timestamp
 
 # ListTagsForResource refills at 1/s: refresh at most this many mirrors a run,
@@ -73,6 +74,7 @@ class SweepReport:
     claims_cleared: int = 0
     deferred_deleted: int = 0  # finished tokens whose delete a resumer had to leave to the sweep
     holds_expired: int = 0  # holds that reached their expiresAt (what they held resumes here)
+    left_without_leaving: int = 0  # executions found ended inside a protected section, and counted out
     # Machines AWS no longer has: their held tasks are drained (to quarantine, as
     # AWS refuses their tokens) and their mirrors removed once they hold none.
     deleted: list[str] = field(default_factory=list)
@@ -101,9 +103,11 @@ class Sweeper:
         *,
         fleet: Fleet,
         holds: HoldControl,
+        sections: Sections,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._holds = holds
+        self._sections = sections
         self._flag = flag
         self._store = store
         self._drainer = drainer
@@ -123,6 +127,10 @@ class Sweeper:
         report.deferred_deleted = self._housekeeping("deferred-deletes", self._store.finish_deferred_deletes)
         report.claims_cleared = self._housekeeping("stale-claims", self._clear_stale_claims)
         report.holds_expired = self._housekeeping("expired-holds", lambda: len(self._holds.end_expired(SWEEP_ACTOR)))
+        # Executions that ended inside a protected section without leaving it (a budget of checks a run).
+        report.left_without_leaving = self._housekeeping(
+            "inside-checks", lambda: self._sections.check_stale(deadline, home)
+        )
         try:
             known = known_machines(self._flag, self._store, home)
         except faults.AWS_ERRORS as error:

@@ -7,7 +7,7 @@ the control folder's part, such as ``claims`` or ``tokens``, the token index).
 The matrix is every (entry point, call site, fault) with the five faults of
 :mod:`tests.fault_injection`, so a new call in the code is a new row without
 anyone writing a test for it. The matrix holds
-580 cells (116 call sites of 17 entry points, 5 faults each); a test keeps this
+640 cells (128 call sites of 18 entry points, 5 faults each); a test keeps this
 figure honest, so a new call site means updating it here and in docs/reliability.md.
 
 A cell runs the entry point with the fault on that call site (for the pauser,
@@ -210,6 +210,10 @@ class EntryPoint:
     releases: bool = True
     aborts: bool = False
     route: tuple[str, str] | None = None  # (method, path) of an API entry point
+    # The fault hits only this many calls of its site (None: every call until cleared). An entry
+    # whose site is reached in a later pauser run (a leave step) cannot clear after the first run.
+    faulted_calls: int | None = None
+    section: bool = False  # the machine has a protected section: nobody may stay counted inside
 
 
 def _hold_real_executions(here: World, count: int) -> None:
@@ -249,6 +253,28 @@ def _act_pauser(here: World) -> None:
         return here.status(execution) != "RUNNING" or (here.pauser_runs[-1].error is None and _holds(here, execution))
 
     wait_until(settled, timeout=30, what="the execution to be held or finished")
+
+
+def _arrange_section(here: World) -> None:
+    """The example with a protected section (examples/section.asl.json), maintenance off."""
+    definition = (ROOT / "examples" / "section.asl.json").read_text()
+    function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sfn-pauser-dev-pauser"
+    here.machine = here.sfn.create_state_machine(
+        name="Sections", definition=definition.replace("${PauserFunctionArn}", function_arn), roleArn=ROLE
+    )["stateMachineArn"]
+
+
+def _act_section(here: World) -> None:
+    execution = here.sfn.start_execution(
+        stateMachineArn=here.machine, name=f"run-{len(here.executions)}", input=json.dumps({"workSeconds": 0})
+    )["executionArn"]
+    here.executions.append(execution)
+    wait_until(lambda: here.status(execution) != "RUNNING", timeout=60, what="the execution through its section")
+
+
+def _inside(here: World) -> list[str]:
+    listed = here.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{CONTROL}inside/")
+    return [item["Key"] for item in listed.get("Contents", [])]
 
 
 def _holds(here: World, execution: str) -> bool:
@@ -333,6 +359,8 @@ ENTRY_POINTS = {
     for entry in (
         EntryPoint("pauser-on", True, _arrange_pauser_on, _act_pauser, releases=False),
         EntryPoint("pauser-off", True, _arrange_pauser_off, _act_pauser),
+        # The checkpoint records the execution inside, its leave step counts it out.
+        EntryPoint("section", True, _arrange_section, _act_section, faulted_calls=1, section=True),
         EntryPoint("resumer", False, _arrange_resumer, _act_resumer),
         EntryPoint("sweep", False, _arrange_sweep, World.sweep, stage_env={"HeartbeatHeldTasks": "true"}),
         _api_entry(
@@ -447,7 +475,7 @@ def test_a_fault_on_any_call_of_any_entry_point_loses_and_strands_nothing(entry_
     with world(entry.interpreter, **entry.stage_env) as here:
         entry.arrange(here)
         _begin_act(here)
-        injected = here.faults.inject(service, operation, fault, when=at_site(site))
+        injected = here.faults.inject(service, operation, fault, when=at_site(site), calls=entry.faulted_calls)
         answered_before = set(here.model.answered)
         try:
             outcome: Any = entry.act(here)
@@ -501,6 +529,8 @@ def _nothing_is_lost_doubled_or_stranded(entry: EntryPoint, here: World) -> None
     assert here.model.sent_twice() == {}, "a token was sent twice"
     if entry.interpreter:
         _executions_end_well(entry, here)
+        if entry.section:
+            assert _inside(here) == [], "an execution that left its section is still counted inside"
         return
     held = set(here.held().values())
     answered = set(here.model.answered)
