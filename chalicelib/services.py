@@ -34,6 +34,7 @@ class Services:
     pauser: Pauser
     control: MaintenanceControl
     holds: HoldControl
+    sections: Sections
     sweeper: Sweeper
 
     @property
@@ -81,6 +82,7 @@ class Services:
             pauser=Pauser(flag, store, drainer, resumer, clients, log, metrics, region, coverage, sections),
             control=control,
             holds=holds,
+            sections=sections,
             sweeper=Sweeper(
                 flag,
                 store,

@@ -70,6 +70,8 @@ top-level, stage and function settings), read with the app's own rules
   ``?`` wildcards are the app's).
   SendTaskSuccess/Failure/Heartbeat act on a task token, which IAM can only name as
   ``"*"``.
+- ``states:DescribeExecution``: the executions of those machines
+  (``arn:aws:states:*:*:execution:*:*``, or each pattern's ``:execution:{Name}:*``).
 - ``lambda:InvokeFunction``: only the resumer (``ResumerFunctionName``), the one
   function sfn-pauser invokes, to continue a drain. Without ResumerFunctionName the
   app never invokes, and the statement is left out.
@@ -137,6 +139,7 @@ STATE_MACHINE_ACTIONS = {
     "states:UntagResource",
 }
 TASK_TOKEN_ACTIONS = {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"}
+EXECUTION_ACTIONS = {"states:DescribeExecution"}
 INVOKE_ACTIONS = {"lambda:InvokeFunction"}
 LOGS_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
 ALL_STATE_MACHINES = "arn:aws:states:*:*:stateMachine:*"
@@ -992,7 +995,7 @@ def scoped_policy(actions: list[str], env: dict[str, str], log_group_function: s
         {"Sid": "OwnLogs", "Effect": "Allow", "Action": LOGS_ACTIONS, "Resource": [log_group, f"{log_group}:*"]}
     ]
     unknown = set(actions) - S3_OBJECT_ACTIONS - S3_BUCKET_ACTIONS - STATE_MACHINE_ACTIONS
-    unknown -= TASK_TOKEN_ACTIONS | INVOKE_ACTIONS
+    unknown -= TASK_TOKEN_ACTIONS | INVOKE_ACTIONS | EXECUTION_ACTIONS
     if unknown:
         raise GenerationError(f"no scoping rule for {sorted(unknown)}: add one to scripts/generate_policies.py")
     if (S3_OBJECT_ACTIONS | S3_BUCKET_ACTIONS) & set(actions) and not bucket:
@@ -1020,6 +1023,11 @@ def scoped_policy(actions: list[str], env: dict[str, str], log_group_function: s
     )
     if STATE_MACHINE_ACTIONS & set(actions):
         add("StateMachines", STATE_MACHINE_ACTIONS, state_machine_resources(env))
+    if EXECUTION_ACTIONS & set(actions):
+        # The executions of the machines it may act on (the sweep asks whether one inside
+        # a protected section has ended): arn:...:execution:{Name}:{execution name}.
+        executions = [arn.replace(":stateMachine:", ":execution:") + ":*" for arn in state_machine_resources(env)]
+        add("Executions", EXECUTION_ACTIONS, executions)
     # A task token has no ARN: IAM can name it only as "*".
     add("TaskTokens", TASK_TOKEN_ACTIONS, ["*"])
     resumer = env.get("ResumerFunctionName", "").strip()

@@ -32,6 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import boto3
 import botocore.session
@@ -46,6 +47,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 import app as chalice_app
+from chalicelib import sections
 from chalicelib.arns import account_region_of, parse_state_machine_arn
 from chalicelib.clients import AwsClients
 from chalicelib.commands import SwitchMaintenance
@@ -469,6 +471,10 @@ def sweep_part(world: World, strict: bool) -> None:
     world.tag("Invoices", Maintenance="true")
     beat, unusable = world.start("Invoices", "beat"), world.start("Invoices", "unusable")
     world.invalid_output.add(world.token_of("Invoices", unusable))
+    # One execution counted inside a protected section: the sweep asks whether it has ended
+    # (this one never existed, so it is counted out).
+    inside = arn.replace(":stateMachine:", ":execution:") + ":gone"
+    world.services("pauser").sections.enter(parse_state_machine_arn(arn), inside, None, "orders", ())
     event = {
         "version": "0",
         "id": "sweep-1",
@@ -480,7 +486,10 @@ def sweep_part(world: World, strict: bool) -> None:
         "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/sweep"],
         "detail": {},
     }
-    with world.as_function("sweep", heartbeat_held_tasks=True):
+    with (
+        world.as_function("sweep", heartbeat_held_tasks=True),
+        mock.patch.object(sections, "STALE_AFTER", timedelta(0)),
+    ):
         beats = attempt(strict, lambda: chalice_app.sweep(event, Context("sweep")))
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     world.tag("Invoices", MaintenanceUntil=past)

@@ -111,6 +111,9 @@ def test_every_statement_is_scoped_to_what_the_stage_owns(stage, function):
             assert statement["Resource"] == [f"arn:aws:s3:::{bucket}/{prefix}*"]
         elif granted <= {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"}:
             assert statement["Resource"] == ["*"]  # a task token has no ARN
+        elif granted == {"states:DescribeExecution"}:
+            machines = generator.state_machine_resources(env)
+            assert statement["Resource"] == [m.replace(":stateMachine:", ":execution:") + ":*" for m in machines]
         elif all(action.startswith("states:") for action in granted):
             assert statement["Resource"] == generator.state_machine_resources(env)
         else:
