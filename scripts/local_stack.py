@@ -45,6 +45,7 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 STAGE = "dev"
 MACHINE_NAME = "Orders"
+SECTION_MACHINE_NAME = "Shipments"
 DEFAULT_API_PORT = 8000
 STARTUP_SECONDS = 60.0
 STEP_SECONDS = 20.0
@@ -75,6 +76,7 @@ class Stack:
     endpoint: str
     api: str
     machine_arn: str
+    section_arn: str
     function_arn: str
     bucket: str
     prefix: str
@@ -380,8 +382,9 @@ def start_sweep(function_arn: str, every: float | None, exits: contextlib.ExitSt
     return schedule
 
 
-def create_resources(sfn: Any, s3: Any, iam: Any, lambda_: Any, bucket: str) -> tuple[str, str]:
-    """The bucket, the pauser function and a demo workflow; returns (function ARN, machine ARN)."""
+def create_resources(sfn: Any, s3: Any, iam: Any, lambda_: Any, bucket: str) -> tuple[str, str, str]:
+    """The bucket, the pauser function and two demo workflows (examples/checkpoint.asl.json, and
+    examples/section.asl.json with a protected section); returns the function's and machines' ARNs."""
     from tests.harness import create_pauser_function, definition
 
     s3.create_bucket(Bucket=bucket)
@@ -396,7 +399,11 @@ def create_resources(sfn: Any, s3: Any, iam: Any, lambda_: Any, bucket: str) -> 
         roleArn=states_role,
         type="STANDARD",
     )["stateMachineArn"]
-    return function_arn, machine_arn
+    section = (ROOT / "examples" / "section.asl.json").read_text().replace("${PauserFunctionArn}", function_arn)
+    section_arn = sfn.create_state_machine(
+        name=SECTION_MACHINE_NAME, definition=section, roleArn=states_role, type="STANDARD"
+    )["stateMachineArn"]
+    return function_arn, machine_arn, section_arn
 
 
 def start_chalice_local(
@@ -485,9 +492,12 @@ def start_stack(args: argparse.Namespace, exits: contextlib.ExitStack) -> Stack:
 
     sfn, s3 = client("stepfunctions"), client("s3")
     bucket = settings["Bucket"]
-    function_arn, machine_arn = create_resources(sfn, s3, client("iam"), client("lambda"), bucket)
+    function_arn, machine_arn, section_arn = create_resources(sfn, s3, client("iam"), client("lambda"), bucket)
     function_name = function_arn.rsplit(":", 1)[-1]
-    say(f"local: created bucket {bucket}, function {function_name}, state machine {MACHINE_NAME}")
+    say(
+        f"local: created bucket {bucket}, function {function_name}, "
+        f"state machines {MACHINE_NAME} and {SECTION_MACHINE_NAME} (with a protected section)"
+    )
     sweep = start_sweep(function_arn, args.sweep_seconds, exits)
     rule = "app.py's schedule" if args.sweep_seconds is None else "--sweep-seconds, for tests"
     say(f"local: the sweep runs every {sweep.period:g} s in this process ({rule})")
@@ -502,6 +512,7 @@ def start_stack(args: argparse.Namespace, exits: contextlib.ExitStack) -> Stack:
         endpoint,
         api,
         machine_arn,
+        section_arn,
         function_arn,
         bucket,
         settings.get("Prefix", ""),
@@ -523,7 +534,7 @@ def shell_exports(stack: Stack) -> list[str]:
     return [
         f"export API={stack.api} SFN_PAUSER_API={stack.api}",
         f"export AWS_ENDPOINT_URL={stack.endpoint} AWS_DEFAULT_REGION={REGION} {credentials}",
-        f"export ARN={stack.machine_arn}",
+        f"export ARN={stack.machine_arn} SECTION_ARN={stack.section_arn}",
         f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"',
     ]
 
@@ -721,6 +732,54 @@ class Demo:
             what=f"{execution_arn} to succeed",
         )
         say("    execution SUCCEEDED")
+        self.drain()
+
+    def drain(self) -> None:
+        """Maintenance on while one execution is inside the protected section: the wait, then drained."""
+        stack = self.stack
+        where = f"status?{stack.section_arn}"
+        self.announce(
+            f"{SECTION_MACHINE_NAME} has a protected section (examples/section.asl.json): start an execution "
+            "that passes the checkpoint and works inside it for 3 s"
+        )
+        execution_arn = stack.sfn.start_execution(
+            stateMachineArn=stack.section_arn,
+            name=f"demo-drain-{time.strftime('%Y%m%dT%H%M%S')}",
+            input=json.dumps({"workSeconds": 3}),
+        )["executionArn"]
+        say(f"    execution {execution_arn}")
+        wait_for(lambda: self.section_status(quiet=True)["inside"] == 1 or None, timeout=STEP_SECONDS,
+                 what="the execution inside the section")  # fmt: skip
+
+        self.announce("Switch maintenance on: new executions stop at the checkpoint, but one is still inside")
+        self.api("POST", "maintenance", {"stateMachineArn": stack.section_arn, "enabled": True, "reason": "deploy"})
+        status = self.section_status()
+        if status.get("drained") is not False or status.get("inside") != 1:
+            raise StackError(f"expected 1 inside and not drained, got {status}")
+
+        self.announce("Wait until drained (what `sfn-pauser on --wait-drained` does): then the deploy may start")
+        started = time.monotonic()
+        wait_for(lambda: self.section_status(quiet=True).get("drained") or None, timeout=STEP_SECONDS,
+                 what=f"{where} to be drained")  # fmt: skip
+        self.section_status()
+        say(f"    drained after {time.monotonic() - started:.1f} s: the execution left the section")
+        if self.execution(execution_arn)["status"] not in ("RUNNING", "SUCCEEDED"):
+            raise StackError(f"the execution ended {self.execution(execution_arn)['status']}")
+        self.api("POST", "maintenance", {"stateMachineArn": stack.section_arn, "enabled": False})
+
+    def section_status(self, *, quiet: bool = False) -> dict[str, Any]:
+        url = f"{self.stack.api}/maintenance?" + urllib.parse.urlencode(
+            {"stateMachineArn": self.stack.section_arn}, safe=":"
+        )
+        if not quiet:
+            say(f"    -> GET {url}")
+        status, answer = http("GET", url)
+        if status != 200:
+            raise StackError(f"GET {url} answered {status}: {answer}")
+        if not quiet:
+            shown = {key: answer.get(key) for key in ("maintenance", "inside", "oldestInsideAt", "drained")}
+            say(f"    <- {status} {compact(shown)}")
+        return dict(answer)
 
 
 # ---------------------------------------------------------------- main

@@ -145,13 +145,16 @@ def test_the_demo_holds_an_execution_resumes_it_and_never_prints_its_token():
     saved = re.search(r"saved\s+s3://sfn-pauser-dev-tokens/(tokens/Orders/(\S+)\.json)", output)
     assert saved, output
     key_id = uuid.UUID(saved[2])
-    # Under moto a task token is a UUID4, and the only UUID the demo may print is the key's
-    # own (a UUIDv8): a token anywhere in the output, the demo's or the services' logs, fails here.
-    assert {uuid.UUID(found) for found in UUID.findall(output)} == {key_id}, output
-    assert key_id.version == 8
+    # Under moto a task token is a UUID4, and the only UUIDs the demo may print are keys of
+    # held tasks (UUIDv8): a token anywhere in the output, the demo's or the services' logs, fails here.
+    printed = {uuid.UUID(found) for found in UUID.findall(output)}
+    assert key_id in printed and {found.version for found in printed} == {8}, output
     assert "taskToken" not in output
     assert '"_aws"' not in output, "metrics (EMF lines) are left out of the demo's narration"
     assert re.search(r"token\s+sha256:[0-9a-f]{12}", output)
+    # The holds and the drain, after the first held-and-resumed execution.
+    assert "Pipeline B releases the last hold: the execution resumes" in output
+    assert re.search(r"drained after \d+\.\d s: the execution left the section", output), output
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
