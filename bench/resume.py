@@ -297,16 +297,30 @@ def scenario_hot_path(args: argparse.Namespace, s3: Any, targets: engine.Targets
             f"hot path (moto): {guards} guard(s) add at most {guards} call(s) per container and cache period",
             str(extra),
         )
+    # A protected section: the checkpoint records each execution inside, its leave step counts it out.
+    section = hot_path_calls(args, sfn, [], section=True)
+    added = section - plain
+    print(
+        f"  with a section: {sum(section.values()) / 100:.2f} AWS calls per execution (its checkpoint "
+        f"and its leave step); added per execution: "
+        f"{ {name: count / 100 for name, count in added.items()} } (+1 Lambda invocation, the leave step)"
+    )
+    targets.check(
+        added == Counter({"PutObject": 100, "DeleteObject": 100}),
+        "hot path (moto): a section adds one S3 write and one delete per execution",
+        str(dict(added)),
+    )
 
 
-def hot_path_calls(args: argparse.Namespace, sfn: Any, guards: list[str]) -> Counter[str]:
-    """The AWS calls of 100 proceeding invocations of a checkpoint declaring ``guards``, on a new container."""
+def hot_path_calls(args: argparse.Namespace, sfn: Any, guards: list[str], *, section: bool = False) -> Counter[str]:
+    """The AWS calls of 100 proceeding invocations of a checkpoint declaring ``guards``, on a new
+    container; with ``section``, each followed by its execution's leave step."""
     services = Services.build(deployed_settings(args), logging.getLogger("bench.quiet"))
     calls: Counter[str] = Counter()
     for client in (services.clients.s3(), services.clients.sfn(MACHINE.region)):
         client.meta.events.register("before-call", lambda model, **_: calls.update([model.name]))
     arn = sfn.create_state_machine(
-        name=f"HotPath{len(guards)}",
+        name=f"HotPath{len(guards)}{'Section' if section else ''}",
         definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
         roleArn="arn:aws:iam::123456789012:role/r",
     )["stateMachineArn"]
@@ -319,7 +333,12 @@ def hot_path_calls(args: argparse.Namespace, sfn: Any, guards: list[str]) -> Cou
         event: dict[str, Any] = {"taskToken": f"t-{index}", "stateMachineArn": arn, "executionArn": f"{arn}:e{index}"}
         if guards:
             event["guards"] = guards
+        if section:
+            event["section"] = "orders"
         services.pauser.handle(event, Deadline.for_context(Context()))
+        if section:
+            leave = {"leave": True, "stateMachineArn": arn, "executionArn": event["executionArn"]}
+            services.pauser.handle(leave, Deadline.for_context(Context()))
     return calls
 
 

@@ -221,3 +221,19 @@ def test_leaving_twice_is_harmless(aws, bucket, client):
 
     assert pauser.handle(event, Deadline(10)) == {"status": "left"}
     assert pauser.handle(event, Deadline(10)) == {"status": "left"}
+
+
+def test_a_held_execution_is_counted_inside_from_the_moment_it_is_resumed(aws, client, routed_lambda, functions):
+    flow = machine(aws, routed_lambda, "Orders", example())
+    switch(client, flow.arn, True)
+    execution = flow.start({"workSeconds": 3})
+    flow.wait_held(1)
+    assert status(client, flow.arn)["inside"] == 0  # held at the checkpoint: not inside yet
+
+    resumed = switch(client, flow.arn, False)
+
+    assert resumed["resumed"] == 1
+    inside = status(client, flow.arn)
+    assert [each["executionArn"] for each in inside["insideExecutions"]] == [execution]
+    flow.wait_for(execution, "SUCCEEDED")
+    assert status(client, flow.arn)["inside"] == 0
