@@ -167,18 +167,21 @@ def parse_page(query: Mapping[str, str] | None, *, machine_required: bool) -> Pa
     fields = Fields(dict(query or {}), what="query")
     fields.reject_unknown(PAGE_QUERY)
     arn = fields.string("stateMachineArn", required=machine_required)
-    limit = fields.raw("limit")
-    if limit is None:
-        page_size = DEFAULT_PAGE
-    elif not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
-        raise InvalidField("limit", f"expected a whole number from 1 to {MAX_PAGE}, got {limit!r}")
-    else:
-        page_size = int(limit)
     return Page(
         machine=parse_state_machine_arn(arn) if arn else None,
-        limit=page_size,
+        limit=_page_size(fields, "limit"),
         next_token=_next_token(fields),
     )
+
+
+def _page_size(fields: Fields, name: str) -> int:
+    """A page size from the query string (text): 1 to ``MAX_PAGE``, ``DEFAULT_PAGE`` when absent."""
+    limit = fields.raw(name)
+    if limit is None:
+        return DEFAULT_PAGE
+    if not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        raise InvalidField(name, f"expected a whole number from 1 to {MAX_PAGE}, got {limit!r}")
+    return int(limit)
 
 
 def encode_next_token(position: str | None) -> str | None:
@@ -362,14 +365,8 @@ def parse_holds_query(query: Mapping[str, str] | None) -> HoldsQuery:
     guard = fields.string("guard", required=False, max_length=64)
     if guard is not None and not GUARD_NAME.fullmatch(guard):
         raise InvalidField("guard", f"expected {GUARD_NAME_EXPECTED}, got {guard!r}")
-    limit = fields.raw("maxResults")
-    if limit is None:
-        page_size = DEFAULT_PAGE
-    elif not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
-        raise InvalidField("maxResults", f"expected a whole number from 1 to {MAX_PAGE}, got {limit!r}")
-    else:
-        page_size = int(limit)
-    return HoldsQuery(parse_state_machine_arn(arn) if arn else None, guard, page_size, _next_token(fields))
+    machine = parse_state_machine_arn(arn) if arn else None
+    return HoldsQuery(machine, guard, _page_size(fields, "maxResults"), _next_token(fields))
 
 
 def _scope_machines(fields: Fields, most: int) -> tuple[str, ...]:
