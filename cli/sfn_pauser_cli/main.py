@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sfn_pauser_cli import __version__, commands, holds, runner
+from sfn_pauser_cli import __version__, commands, drain, holds, runner
 from sfn_pauser_cli.api import Api, ApiError, ConfigurationError, Unreachable
 from sfn_pauser_cli.commands import Failure, Output, TimedOut
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the API answered with an error, could not be reached, or the outcome is wrong
 EXIT_USAGE = 2  # bad arguments, or nothing to send with (no API URL, region or credentials)
-EXIT_TIMED_OUT = 3  # --wait did not see what it waits for within --timeout
+EXIT_TIMED_OUT = 3  # --wait or --wait-drained did not see what it waits for within --timeout
 EXIT_INTERRUPTED = 130
 
 API_VARIABLE = "SFN_PAUSER_API"
@@ -45,7 +45,7 @@ Switch sfn-pauser maintenance on and off, see it, and resume or abort what it
 holds, through sfn-pauser's REST API. Every request is signed with SigV4
 (execute-api) using botocore's standard credentials.
 
-  sfn-pauser on  --state-machine ARN --reason "deploy $SHA" --until 2h --wait
+  sfn-pauser on  --state-machine ARN --reason "deploy $SHA" --until 2h --wait-drained
   sfn-pauser off --state-machine ARN --wait --timeout 900
 
 Holds add up where the maintenance flag does not: each pipeline takes its own,
@@ -62,9 +62,10 @@ https://ID.execute-api.REGION.amazonaws.com/api.
 exit codes:
   {EXIT_OK}  done
   {EXIT_FAILED}  the API refused (its Code and Message are printed) or could not be reached,
-     or some state machines of a bulk switch failed, or the outcome changed under --wait
+     or some state machines of a bulk switch failed, or the outcome changed under --wait,
+     or --wait-drained met an API too old to say whether anyone is inside (no "drained")
   {EXIT_USAGE}  bad arguments, or no API URL, region or AWS credentials (nothing was sent)
-  {EXIT_TIMED_OUT}  --wait ran out of --timeout
+  {EXIT_TIMED_OUT}  --wait or --wait-drained ran out of --timeout (--wait-drained: who is still inside is listed)
 """
 
 RUN_EPILOG = f"""\
@@ -172,13 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="lift maintenance by itself at this time: ISO 8601 (2026-12-01T18:00:00Z) or a duration from "
         "now (90m, 2h, 1d); a safety net for a pipeline that dies",
     )
-    _wait_options(on, "return only once every warm task handler sees maintenance on")
+    _wait_options(on, "return only once every warm task handler sees maintenance on", " or --wait-drained")
+    on.add_argument(
+        "--wait-drained",
+        action="store_true",
+        help=f"as --wait, then wait until nobody is inside each state machine's protected section (GET "
+        f"/maintenance every {drain.POLL_SECONDS:g}s, progress on stderr); at --timeout, exit {EXIT_TIMED_OUT} "
+        "listing who is still inside",
+    )
     on.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
     off = subcommand("off", "Switch maintenance off and resume what is held.", several)
     off.add_argument("--reason", help="why, recorded in the audit trail")
     off.add_argument("--no-resume", action="store_true", help="leave what is held for a later `resume`")
-    _wait_options(off, "return only once nothing is held (progress on stderr)")
+    _wait_options(off, "return only once nothing is held (progress on stderr)", "")
     off.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
     subcommand(
@@ -299,14 +307,15 @@ def _hold_options(parser: argparse.ArgumentParser, *, scheduling: bool) -> None:
     )
 
 
-def _wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+def _wait_options(parser: argparse.ArgumentParser, what: str, drained: str) -> None:
     parser.add_argument("--wait", action="store_true", help=what)
     parser.add_argument(
         "--timeout",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_seconds,
-        help=f"how long --wait waits, from the switch's answer; then exit {EXIT_TIMED_OUT} "
-        f"(default {DEFAULT_TIMEOUT_SECONDS:g})",
+        help=f"how long --wait{drained} waits, from the "
+        f"switch's answer: seconds, or a duration (90s, 15m); then exit {EXIT_TIMED_OUT} "
+        f"(default {DEFAULT_TIMEOUT_SECONDS / 60:g}m)",
     )
 
 
@@ -334,9 +343,11 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"--guards: at most {MAX_GUARDS} guards, got {len(args.guards)}")
         if (args.schedule is None) != (args.duration is None):
             parser.error("--schedule and --duration go together: a recurring hold needs both")
-    if getattr(args, "timeout", None) is not None and not args.wait:
-        parser.error("--timeout says how long --wait waits; add --wait")
-    if getattr(args, "wait", False) and args.dry_run:
+    waits = getattr(args, "wait", False) or getattr(args, "wait_drained", False)
+    if getattr(args, "timeout", None) is not None and not waits:
+        either = " or --wait-drained" if args.command == "on" else ""
+        parser.error(f"--timeout says how long --wait{either} waits; add --wait{either}")
+    if waits and args.dry_run:
         parser.error("--dry-run changes nothing, so there is nothing to --wait for")
     if getattr(args, "no_resume", False) and args.wait:
         parser.error("--no-resume leaves what is held, so --wait would wait for it in vain")
@@ -379,7 +390,11 @@ def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
         if args.dry_run:
             options["dryRun"] = True
         timeout = DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout
-        commands.switch(api, output, args.state_machines, options, timeout if args.wait else None)
+        waits = args.wait or getattr(args, "wait_drained", False)
+        commands.switch(
+            api, output, args.state_machines, options, timeout if waits else None,
+            drained=getattr(args, "wait_drained", False),
+        )  # fmt: skip
     elif args.command == "status":
         commands.status(api, output, machine)
     elif args.command == "resume":
@@ -543,12 +558,17 @@ def _duration_seconds(text: str) -> int | None:
 
 
 def _seconds(text: str) -> float:
+    """Seconds, from a number of them or a duration.
+
+    >>> [_seconds(text) for text in ("900", "1.5", "3s", "15m", "1h30m")]
+    [900.0, 1.5, 3.0, 900.0, 5400.0]
+    """
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
+        value = float(_duration_seconds(text) or 0)
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0 or a duration (90s, 15m), got {text!r}")
     return value
 
 
