@@ -1,17 +1,21 @@
-"""Waiting until nobody is inside a protected section: ``on --wait-drained``.
+"""Waiting until nobody is inside a protected section: ``on --wait-drained`` and ``run``'s drain wait.
 
 The server's side is not there yet, so these tests state its contract in the
 scripted answers of test_cli's scripted API:
 - GET /maintenance?stateMachineArn= adds ``inside``, ``insideCapped``,
   ``oldestInsideAt``, ``insideExecutions`` (up to 20, oldest first:
   executionArn, entry, since) and ``drained`` (maintenance is on and nobody is
-  inside).
+  inside);
+- GET /holds/{holdId} adds ``drained`` (the hold is active and nobody is inside
+  a section it covers), ``inside`` and ``insideExecutions`` (each with its
+  stateMachineArn).
 Each test runs the CLI in a subprocess, as a pipeline would, and checks the
 requests the scripted API recorded and what they were answered.
 """
 
 import doctest
 import importlib
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +23,17 @@ import pytest
 
 from tests.harness import ACCOUNT, ROOT
 from tests.test_cli import Recorded, Reply, ScriptedApi, cli, serve_scripted
-from tests.test_cli_holds import ORDERS, PAYMENTS
+from tests.test_cli_holds import (
+    DRAINED,
+    HOLD_ID,
+    ORDERS,
+    PAYMENTS,
+    HoldsApi,
+    a_hold,
+    command,
+    run_options,
+    start_run,
+)
 
 RUN_7 = f"arn:aws:states:eu-central-1:{ACCOUNT}:execution:Orders:run-7"
 RUN_8 = f"arn:aws:states:eu-central-1:{ACCOUNT}:execution:PaymentsApi:run-8"
@@ -80,6 +94,11 @@ def scripted() -> Iterator[ScriptedApi]:
 @pytest.fixture
 def maintenance(scripted: ScriptedApi) -> MaintenanceApi:
     return MaintenanceApi(scripted)
+
+
+@pytest.fixture
+def holds(scripted: ScriptedApi) -> HoldsApi:
+    return HoldsApi(scripted)
 
 
 def on(api: MaintenanceApi, *extra: str, machines: tuple[str, ...] = (ORDERS,)) -> list[str]:
@@ -212,6 +231,105 @@ def test_on_wait_drained_waits_for_every_machine_and_asks_again_only_for_those_n
     assert {"Orders: drained", "PaymentsApi: drained"} <= set(run.stdout.splitlines())
 
 
+# ---------------------------------------------------------------- run's drain wait
+
+
+def not_drained(*executions: dict[str, Any]) -> Reply:
+    return 200, {}, a_hold(drained=False, inside=len(executions), insideExecutions=list(executions))
+
+
+INSIDE_ORDERS = inside(RUN_7, SINCE_7, machine=ORDERS)
+INSIDE_PAYMENTS = inside(RUN_8, SINCE_8, entry="CallPsp", machine=PAYMENTS)
+
+
+def test_run_starts_the_command_only_once_the_hold_is_drained(holds):
+    holds.states = [not_drained(INSIDE_ORDERS, INSIDE_PAYMENTS), DRAINED]
+
+    run = cli(*run_options(holds), "--", *command(holds, "exit=0"))
+
+    assert run.code == 0, run.stderr
+    assert holds.sequence() == [
+        ("POST", "/holds"),
+        ("GET", f"/holds/{HOLD_ID}"),
+        ("GET", f"/holds/{HOLD_ID}"),
+        ("GET", "/marker"),
+        ("DELETE", f"/holds/{HOLD_ID}"),
+    ]
+    before = holds.answered[: [path for _, path, _ in holds.answered].index("/marker")]
+    assert [body["drained"] for method, path, body in before if path == f"/holds/{HOLD_ID}"] == [False, True]
+    assert f"{HOLD_ID}: 2 inside the protected sections it covers (waited " in run.stderr
+    assert f"Orders: 1 inside, the oldest since {SINCE_7}\n" in run.stderr
+    assert f"PaymentsApi: 1 inside, the oldest since {SINCE_8}\n" in run.stderr
+    assert f"{HOLD_ID}: drained: nobody inside the protected sections it covers" in run.stderr
+    assert run.stdout == "the command ran\n"
+
+
+def test_run_does_not_run_the_command_when_the_drain_times_out_and_releases_the_hold(holds):
+    holds.states = [not_drained(INSIDE_ORDERS, INSIDE_PAYMENTS)]
+
+    run = cli(*run_options(holds, "--drain-timeout", "3s"), "--", *command(holds, "exit=0"))
+
+    assert run.code == 3, run.stderr
+    assert ("GET", "/marker") not in holds.sequence()
+    assert holds.sequence()[-1] == ("DELETE", f"/holds/{HOLD_ID}")
+    assert run.stdout == ""
+    assert f"{HOLD_ID}: 2 still inside the protected sections it covers\n" in run.stderr
+    assert f"sfn-pauser:   {RUN_7} (inside since {SINCE_7}, entered at ChargeCard)\n" in run.stderr
+    assert f"sfn-pauser:   {RUN_8} (inside since {SINCE_8}, entered at CallPsp)\n" in run.stderr
+    assert f"{HOLD_ID}: released\n" in run.stderr
+    assert f"timed out: {HOLD_ID}: not drained after " in run.stderr
+    assert "the command was not run" in run.stderr
+
+
+def test_run_no_wait_drained_runs_the_command_without_asking(holds):
+    holds.states = [not_drained(INSIDE_ORDERS)]
+
+    run = cli(*run_options(holds, "--no-wait-drained"), "--", *command(holds, "exit=0"))
+
+    assert run.code == 0, run.stderr
+    assert holds.sequence() == [("POST", "/holds"), ("GET", "/marker"), ("DELETE", f"/holds/{HOLD_ID}")]
+    assert f"{HOLD_ID}: --no-wait-drained: not waiting" in run.stderr
+
+
+def test_a_signal_during_the_drain_wait_releases_the_hold_and_runs_nothing(holds):
+    holds.states = [not_drained(INSIDE_ORDERS)]
+    process = start_run(holds, "exit=0", until=("GET", f"/holds/{HOLD_ID}"))
+
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert ("GET", "/marker") not in holds.sequence()
+    assert holds.sequence()[-1] == ("DELETE", f"/holds/{HOLD_ID}")
+    assert "interrupted (SIGINT) before the command started; it was not run" in stderr
+    assert stdout == ""
+
+
+def test_run_against_an_older_api_without_drained_runs_nothing_and_says_what_to_do(holds):
+    holds.states = [(200, {}, a_hold())]
+
+    run = cli(*run_options(holds), "--", *command(holds, "exit=0"))
+
+    assert run.code == 1
+    assert holds.sequence() == [("POST", "/holds"), ("GET", f"/holds/{HOLD_ID}"), ("DELETE", f"/holds/{HOLD_ID}")]
+    assert "GET /holds/{holdId} answered without 'drained'" in run.stderr
+    assert "pass --no-wait-drained to run the command without waiting" in run.stderr
+
+
+def test_run_with_a_hold_not_active_yet_does_not_wait_for_the_drain(holds):
+    holds.take = (201, {}, a_hold(active=False, startsAt="2026-01-01T11:00:00.000Z", effectiveWithinSeconds=60))
+    holds.states = [not_drained(INSIDE_ORDERS)]
+
+    run = cli(*run_options(holds), "--", *command(holds, "exit=0"))
+
+    assert run.code == 0, run.stderr
+    assert holds.sequence() == [("POST", "/holds"), ("GET", "/marker"), ("DELETE", f"/holds/{HOLD_ID}")]
+    assert f"{HOLD_ID}: not active yet (it starts at 2026-01-01T11:00:00.000Z), so it keeps no execution out" in (
+        run.stderr
+    )
+
+
 # ---------------------------------------------------------------- usage
 
 
@@ -223,6 +341,10 @@ def test_on_wait_drained_waits_for_every_machine_and_asks_again_only_for_those_n
         (["on", "--state-machine", ORDERS, "--wait-drained", "--timeout", "soon"], "or a duration (90s, 15m)"),
         (["off", "--state-machine", ORDERS, "--wait-drained"], "unrecognized arguments: --wait-drained"),
         (["off", "--state-machine", ORDERS, "--timeout", "5"], "add --wait\n"),
+        (["run", "--guard", "db", "--drain-timeout", "0s", "--", "true"], "argument --drain-timeout: expected"),
+        (["run", "--guard", "db", "--no-wait-drained", "--drain-timeout", "5m", "--", "true"],
+         "--no-wait-drained does not wait"),
+        (["hold", "--guard", "db", "--no-wait-drained"], "unrecognized arguments: --no-wait-drained"),
     ],
 )  # fmt: skip
 def test_drain_usage_errors_exit_2_without_a_request(scripted, arguments, message):

@@ -17,11 +17,13 @@ from sfn_pauser_cli.commands import Failure, Output, TimedOut
 EXIT_OK = 0
 EXIT_FAILED = 1  # the API answered with an error, could not be reached, or the outcome is wrong
 EXIT_USAGE = 2  # bad arguments, or nothing to send with (no API URL, region or credentials)
-EXIT_TIMED_OUT = 3  # --wait or --wait-drained did not see what it waits for within --timeout
+EXIT_TIMED_OUT = 3  # --wait or --wait-drained did not see what it waits for within --timeout; run: --drain-timeout
 EXIT_INTERRUPTED = 130
 
 API_VARIABLE = "SFN_PAUSER_API"
 DEFAULT_TIMEOUT_SECONDS = 900.0
+# How long run waits for the executions inside its hold's protected sections to leave, without --drain-timeout.
+DEFAULT_DRAIN_TIMEOUT_SECONDS = 900
 # The API's own limits, checked here too so that a typo costs no round trip.
 MAX_PAGE = 1000
 MAX_GUARDS = 10
@@ -72,14 +74,23 @@ RUN_EPILOG = f"""\
 exit codes:
   the command's own status, or 128+N when signal N ended it (130 SIGINT, 143 SIGTERM);
   {runner.EXIT_NOT_FOUND} command not found, {runner.EXIT_CANNOT_EXECUTE} not executable (the hold is released)
-  {EXIT_FAILED}  taking the hold failed (the API refused or could not be reached): the command was not run;
+  {EXIT_FAILED}  taking the hold failed (the API refused or could not be reached), or the drain wait
+     could not go on (an error answer other than 429, 502, 503 or 504; an API too old to say
+     whether anyone is inside; the hold ended): the command was not run;
      or the command succeeded (0) but the hold could not be released: it ends at its TTL, and the
      command to release it by hand is printed
   {EXIT_USAGE}  bad arguments, or no API URL, region or AWS credentials (nothing was sent, nothing run)
+  {EXIT_TIMED_OUT}  executions were still inside a protected section the hold covers at --drain-timeout:
+     the command was not run, the hold is released, and who is still inside is listed
+
+Before the command, run waits until task handlers see the hold (effectiveWithinSeconds),
+then until nobody is inside a protected section the hold covers (GET /holds/HOLD_ID every
+{drain.POLL_SECONDS:g}s; --no-wait-drained skips this).
 
 SIGINT and SIGTERM are passed on to the command (in a terminal, Ctrl-C reaches it directly);
-run waits for it to end, releases the hold, and exits with its status. If run itself dies
-(SIGKILL), the hold is no longer renewed and ends at its TTL.
+run waits for it to end, releases the hold, and exits with its status. A signal before the
+command starts (during either wait) releases the hold, runs nothing, and exits 128+N. If run
+itself dies (SIGKILL), the hold is no longer renewed and ends at its TTL.
 """
 
 
@@ -226,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
     )
     _hold_options(run, scheduling=False)
+    run.add_argument(
+        "--drain-timeout",
+        metavar="DURATION",
+        type=_duration,
+        help="how long to wait, before the command, for the executions inside a protected section the hold covers "
+        f"to leave: 90s, 15m, 1h or seconds (default {DEFAULT_DRAIN_TIMEOUT_SECONDS // 60}m); then the command is "
+        f"not run, the hold is released, and run exits {EXIT_TIMED_OUT}",
+    )
+    run.add_argument(
+        "--no-wait-drained",
+        action="store_true",
+        help="start the command without waiting for the executions already inside a protected section to leave",
+    )
 
     renew = plain("renew", "Renew a hold: it expires --ttl (or the API's default) from now. 404 once it has ended.")
     renew.add_argument("hold_id", metavar="HOLD_ID", type=_hold_id, help="the hold, as `sfn-pauser hold` printed it")
@@ -370,6 +394,9 @@ def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     ):
         if value is not None:
             parser.error(f"run holds from now until the command ends, so {option} is for `sfn-pauser hold`")
+    if args.no_wait_drained and args.drain_timeout is not None:
+        parser.error("--drain-timeout says how long run waits for the executions inside to leave; "
+                     "--no-wait-drained does not wait")  # fmt: skip
 
 
 def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
@@ -422,7 +449,8 @@ def _run_holds(api: Api, output: Output, args: argparse.Namespace) -> int:
     elif args.command == "run":
         ttl = DEFAULT_RUN_TTL_SECONDS if args.ttl is None else args.ttl
         how = ["--api", api.base_url, *(["--region", args.region] if args.region else [])]
-        return runner.run(api, output, {**_hold_body(args), "ttlSeconds": ttl}, ttl, args.command_line, how)
+        drain = None if args.no_wait_drained else (args.drain_timeout or DEFAULT_DRAIN_TIMEOUT_SECONDS)
+        return runner.run(api, output, {**_hold_body(args), "ttlSeconds": ttl}, ttl, args.command_line, how, drain)
     elif args.command == "renew":
         holds.renew(api, output, args.hold_id, args.ttl)
     elif args.command == "release":
