@@ -172,6 +172,8 @@ def _wait_for_drain(
     from sfn_pauser_cli import drain  # drain.py builds on this module
 
     arns = [str(result["stateMachineArn"]) for result in switched]
+    if not arns:  # every machine was refused: nothing to wait for (switch exits 1)
+        return {}
     labels = _short_names(arns)  # namesakes in other regions or accounts by their whole ARNs
     output.progress(
         f"waiting until nobody is inside the protected section of {', '.join(labels)}: asking GET /maintenance "

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--json",
         action="store_true",
-        help="print the API's answer as it is (with --wait, the final status)",
+        help="print the API's answer as it is (with --wait or --wait-drained, the final status)",
     )
 
     parser = argparse.ArgumentParser(
