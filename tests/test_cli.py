@@ -1010,8 +1010,46 @@ def test_run_holds_around_a_failing_command_and_releases_it_against_the_real_api
     stack.hold(machine, "waiting")
     command = [sys.executable, "-c", "import sys; sys.exit(3)"]
 
-    run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--", *command)
+    # Without the drain wait, which an API that does not answer `drained` yet refuses (the next test).
+    run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--no-wait-drained", "--", *command)
 
     assert run.code == 3, run.stderr
     assert stack.get("/holds", stateMachineArn=machine)["holds"] == []
     assert stack.held(machine) == []  # the release resumed what the hold kept
+
+
+# -- the drain wait against the real API, once it answers `drained` (the scripted answers are in test_cli_drain.py)
+
+
+def skip_unless_the_api_says_drained(answer: dict[str, Any], route: str) -> None:
+    if "drained" not in answer:
+        pytest.skip(f"this API's {route} does not answer `drained` yet")
+
+
+def test_run_waits_for_the_drain_and_runs_the_command_against_the_real_api(stack, machine):
+    taken = cli("hold", "--api", stack.api, "--state-machine", machine, "--ttl", "2m")
+    assert taken.code == 0, taken.stderr
+    answer = stack.get(f"/holds/{taken.stdout.strip()}")
+    assert cli("release", taken.stdout.strip(), "--api", stack.api).code == 0
+    skip_unless_the_api_says_drained(answer, "GET /holds/{holdId}")
+    command = [sys.executable, "-c", "print('deployed')"]
+
+    run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--drain-timeout", "60s",
+              "--", *command)  # fmt: skip
+
+    assert run.code == 0, run.stderr
+    assert "drained: nobody inside the protected sections it covers" in run.stderr
+    assert run.stdout == "deployed\n"
+    assert stack.get("/holds", stateMachineArn=machine)["holds"] == []
+
+
+def test_on_wait_drained_against_the_real_api(stack, machine):
+    skip_unless_the_api_says_drained(stack.get("/maintenance", stateMachineArn=machine), "GET /maintenance")
+
+    run = cli("on", "--wait-drained", "--timeout", "60", "--api", stack.api, "--state-machine", machine)
+
+    assert run.code == 0, run.stderr
+    name = machine.rsplit(":", 1)[1]
+    assert f"{name}: drained: nobody inside the protected section" in run.stderr
+    assert run.stdout.endswith(f"{name}: drained\n"), run.stdout
+    assert stack.tags(machine)["Maintenance"] == "true"

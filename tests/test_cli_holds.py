@@ -3,7 +3,9 @@
 The server's holds API is not there yet, so these tests state its contract in
 the scripted answers: POST /holds (201, the hold), POST /holds/{id}/renew (the
 hold, or 404 once it has ended), DELETE /holds/{id} (released, resumed,
-stillHeld) and GET /holds (holds, nextToken). Each runs the CLI as a pipeline
+stillHeld), GET /holds (holds, nextToken) and GET /holds/{id} (the hold, and
+whether anyone is inside a protected section it covers: drained, inside,
+insideExecutions; test_cli_drain.py waits on it). Each runs the CLI as a pipeline
 would, in a subprocess. ``run``'s command is a small Python script that calls
 the scripted API too (unsigned, GET /marker), so the recorded requests show
 what happened before it, while it ran and after.
@@ -61,17 +63,27 @@ RELEASED = {
     "stillHeld": [{"stateMachineArn": PAYMENTS, "heldBy": ["hold-other", "tag"]}],
 }
 NOT_FOUND = (404, {}, {"Code": "NotFoundError", "Message": f"holdId: no hold {HOLD_ID} (it has ended)"})
+# GET /holds/{id} when nobody is inside a protected section the hold covers: run starts its command.
+DRAINED = (200, {}, a_hold(drained=True, inside=0, insideExecutions=[]))
 
 
 class HoldsApi:
-    """Scripted answers for the holds routes; ``renewals`` are replies for the renews in turn (the last repeats)."""
+    """Scripted answers for the holds routes; ``renewals`` and ``states`` (GET /holds/{id}) are replies
+    in turn (the last repeats). ``answered`` is every request with the body it was answered."""
 
     def __init__(self, scripted: ScriptedApi) -> None:
         self.scripted = scripted
         self.take: Reply = (201, {}, a_hold())
         self.renewals: list[Reply] = [(200, {}, a_hold(expiresAt="2026-01-01T10:31:00.000Z"))]
         self.release: Reply = (200, {}, RELEASED)
-        scripted.respond = self.respond
+        self.states: list[Reply] = [DRAINED]
+        self.answered: list[tuple[str, str, Any]] = []
+        scripted.respond = self.answer
+
+    def answer(self, request: Recorded) -> Reply:
+        reply = self.respond(request)
+        self.answered.append((request.method, request.path, reply[2]))
+        return reply
 
     def respond(self, request: Recorded) -> Reply:
         if request.path == "/marker":
@@ -84,6 +96,8 @@ class HoldsApi:
             return self.renewals[min(len(self.renews()), len(self.renewals)) - 1]
         if (request.method, request.path) == ("DELETE", f"/holds/{HOLD_ID}"):
             return self.release
+        if (request.method, request.path) == ("GET", f"/holds/{HOLD_ID}"):
+            return self.states[min(len(self.scripted.of("GET", f"/holds/{HOLD_ID}")), len(self.states)) - 1]
         return 599, {}, {"Code": "Unscripted", "Message": f"{request.method} {request.path}"}
 
     def renews(self) -> list[Recorded]:
@@ -413,7 +427,13 @@ def run_options(api: HoldsApi, *extra: str) -> list[str]:
     return ["run", "--api", api.scripted.url, "--guards", "db", "--reason", "deploy 42", *extra]
 
 
-TAKEN_RAN_RELEASED = [("POST", "/holds"), ("GET", "/marker"), ("DELETE", f"/holds/{HOLD_ID}")]
+# Taken, drained (GET /holds/{id}: nobody inside), the command ran (GET /marker), released.
+TAKEN_RAN_RELEASED = [
+    ("POST", "/holds"),
+    ("GET", f"/holds/{HOLD_ID}"),
+    ("GET", "/marker"),
+    ("DELETE", f"/holds/{HOLD_ID}"),
+]
 
 
 def test_run_takes_a_hold_runs_the_command_and_releases_it(api):
@@ -470,7 +490,7 @@ def test_run_releases_when_the_command_is_not_found(api):
 
     assert run.code == 127
     assert "./no-such-deploy-script.sh: command not found" in run.stderr
-    assert api.sequence() == [("POST", "/holds"), ("DELETE", f"/holds/{HOLD_ID}")]
+    assert api.sequence() == [("POST", "/holds"), ("GET", f"/holds/{HOLD_ID}"), ("DELETE", f"/holds/{HOLD_ID}")]
 
 
 def test_run_renews_the_hold_while_the_command_runs(api):
@@ -525,12 +545,14 @@ def test_a_failed_release_says_how_to_release_by_hand(api, command_status, expec
     ) in run.stderr
 
 
-def start_run(api: HoldsApi, action: str, until: tuple[str, str] = ("GET", "/marker")) -> subprocess.Popen:
-    """run in the background, once the scripted API has seen ``until`` (by default: once its command
-    runs). A session of its own, so it has no controlling terminal whatever runs the tests: a
-    signal to it must be passed on by it."""
+def start_run(
+    api: HoldsApi, action: str, until: tuple[str, str] = ("GET", "/marker"), extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """run (with ``extra`` options) in the background, once the scripted API has seen ``until`` (by
+    default: once its command runs). A session of its own, so it has no controlling terminal whatever
+    runs the tests: a signal to it must be passed on by it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sfn_pauser_cli", *run_options(api), "--", *command(api, action)],
+        [sys.executable, "-m", "sfn_pauser_cli", *run_options(api, *extra), "--", *command(api, action)],
         env=cli_environment(),
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
@@ -570,7 +592,7 @@ def test_a_signal_while_the_hold_is_asked_for_releases_it_and_runs_nothing(api):
     def take(request: Recorded) -> Reply:
         if (request.method, request.path) == ("POST", "/holds"):
             assert answer.wait(30)
-        return api.respond(request)
+        return api.answer(request)
 
     api.scripted.respond = take
     process = start_run(api, "exit=0", until=("POST", "/holds"))

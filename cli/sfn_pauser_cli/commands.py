@@ -59,10 +59,20 @@ class Output:
 # ---------------------------------------------------------------- on and off
 
 
-def switch(api: Api, output: Output, machines: list[str], options: dict[str, Any], wait: float | None) -> None:
+def switch(
+    api: Api,
+    output: Output,
+    machines: list[str],
+    options: dict[str, Any],
+    wait: float | None,
+    *,
+    drained: bool = False,
+) -> None:
     """POST /maintenance for each machine (50 a request), then wait if asked.
 
     ``wait`` is the ``--timeout`` in seconds, or None without ``--wait``.
+    ``drained`` (``on --wait-drained``, with ``wait``): after the task handlers,
+    wait until nobody is inside each machine's protected section (drain.py).
     """
     enabled = bool(options["enabled"])
     body, results = _post_switch(api, machines, options)
@@ -84,12 +94,22 @@ def switch(api: Api, output: Output, machines: list[str], options: dict[str, Any
         else:
             for result in switched:
                 _wait_until_drained(api, output, result, deadline)
-        statuses = {
-            str(result["stateMachineArn"]): api.get("/maintenance", _query(result), deadline=deadline)
-            for result in switched
-        }
+        if drained:
+            statuses = _wait_for_drain(api, output, switched, deadline)
+        else:
+            statuses = {
+                str(result["stateMachineArn"]): api.get("/maintenance", _query(result), deadline=deadline)
+                for result in switched
+            }
         final = [statuses.get(str(result.get("stateMachineArn")), result) for result in results]
-        output.result(final[0] if len(machines) == 1 else {"results": final}, _status_lines(statuses.values()))
+        lines = _status_lines(statuses.values())
+        if drained:
+            lines = [
+                line
+                for status in statuses.values()
+                for line in [*_status_lines([status]), f"{_name(status.get('stateMachineArn'))}: drained"]
+            ]
+        output.result(final[0] if len(machines) == 1 else {"results": final}, lines)
         for status in statuses.values():
             if bool(status.get("maintenance")) != enabled:
                 raise Failure(
@@ -142,8 +162,39 @@ def _wait_for_handlers(output: Output, switched: list[dict[str, Any]], timeout: 
     time.sleep(seconds)
 
 
+def _wait_for_drain(
+    api: Api, output: Output, switched: list[dict[str, Any]], deadline: float
+) -> dict[str, dict[str, Any]]:
+    """``on --wait-drained``: poll each machine until nobody is inside its protected section.
+
+    The last answers (``drained: true``) by ARN: they are the final status.
+    """
+    from sfn_pauser_cli import drain  # drain.py builds on this module
+
+    arns = [str(result["stateMachineArn"]) for result in switched]
+    if not arns:  # every machine was refused: nothing to wait for (switch exits 1)
+        return {}
+    labels = _short_names(arns)  # namesakes in other regions or accounts by their whole ARNs
+    output.progress(
+        f"waiting until nobody is inside the protected section of {', '.join(labels)}: asking GET /maintenance "
+        f"every {drain.POLL_SECONDS:g}s for up to {max(deadline - time.monotonic(), 0):.0f}s"
+    )
+    answers = drain.wait(
+        output,
+        [drain.machine_subject(api, arn, label) for arn, label in zip(arns, labels, strict=True)],
+        deadline,
+        timed_out="maintenance stays on, but the executions still inside may be calling what the deploy changes",
+    )
+    if answers is None:  # only a signal interrupts it
+        raise KeyboardInterrupt
+    return {arn: answers[label] for arn, label in zip(arns, labels, strict=True)}
+
+
 def _wait_until_drained(api: Api, output: Output, switched: dict[str, Any], deadline: float) -> None:
-    """Poll the status until nothing is held, nudging a backlog that stops shrinking."""
+    """``off --wait``: poll the status until nothing is held, nudging a backlog that stops shrinking.
+
+    (Not the protected-section drain of ``on --wait-drained``: this is the resume backlog.)
+    """
     name = _name(switched.get("stateMachineArn"))
     query = _query(switched)
     total = sum(_count(switched, key) for key in ("resumed", "expired", "failed", "remaining"))

@@ -10,18 +10,20 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sfn_pauser_cli import __version__, commands, holds, runner
+from sfn_pauser_cli import __version__, commands, drain, holds, runner
 from sfn_pauser_cli.api import Api, ApiError, ConfigurationError, Unreachable
 from sfn_pauser_cli.commands import Failure, Output, TimedOut
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the API answered with an error, could not be reached, or the outcome is wrong
 EXIT_USAGE = 2  # bad arguments, or nothing to send with (no API URL, region or credentials)
-EXIT_TIMED_OUT = 3  # --wait did not see what it waits for within --timeout
+EXIT_TIMED_OUT = 3  # --wait or --wait-drained did not see what it waits for within --timeout; run: --drain-timeout
 EXIT_INTERRUPTED = 130
 
 API_VARIABLE = "SFN_PAUSER_API"
 DEFAULT_TIMEOUT_SECONDS = 900.0
+# How long run waits for the executions inside its hold's protected sections to leave, without --drain-timeout.
+DEFAULT_DRAIN_TIMEOUT_SECONDS = 900
 # The API's own limits, checked here too so that a typo costs no round trip.
 MAX_PAGE = 1000
 MAX_GUARDS = 10
@@ -45,7 +47,7 @@ Switch sfn-pauser maintenance on and off, see it, and resume or abort what it
 holds, through sfn-pauser's REST API. Every request is signed with SigV4
 (execute-api) using botocore's standard credentials.
 
-  sfn-pauser on  --state-machine ARN --reason "deploy $SHA" --until 2h --wait
+  sfn-pauser on  --state-machine ARN --reason "deploy $SHA" --until 2h --wait-drained
   sfn-pauser off --state-machine ARN --wait --timeout 900
 
 Holds add up where the maintenance flag does not: each pipeline takes its own,
@@ -62,23 +64,33 @@ https://ID.execute-api.REGION.amazonaws.com/api.
 exit codes:
   {EXIT_OK}  done
   {EXIT_FAILED}  the API refused (its Code and Message are printed) or could not be reached,
-     or some state machines of a bulk switch failed, or the outcome changed under --wait
+     or some state machines of a bulk switch failed, or the outcome changed under --wait,
+     or --wait-drained met an API too old to say whether anyone is inside (no "drained")
   {EXIT_USAGE}  bad arguments, or no API URL, region or AWS credentials (nothing was sent)
-  {EXIT_TIMED_OUT}  --wait ran out of --timeout
+  {EXIT_TIMED_OUT}  --wait or --wait-drained ran out of --timeout (--wait-drained: who is still inside is listed)
 """
 
 RUN_EPILOG = f"""\
 exit codes:
   the command's own status, or 128+N when signal N ended it (130 SIGINT, 143 SIGTERM);
   {runner.EXIT_NOT_FOUND} command not found, {runner.EXIT_CANNOT_EXECUTE} not executable (the hold is released)
-  {EXIT_FAILED}  taking the hold failed (the API refused or could not be reached): the command was not run;
+  {EXIT_FAILED}  taking the hold failed (the API refused or could not be reached), or the drain wait
+     could not go on (an error answer other than 429, 502, 503 or 504; an API too old to say
+     whether anyone is inside; the hold ended): the command was not run;
      or the command succeeded (0) but the hold could not be released: it ends at its TTL, and the
      command to release it by hand is printed
   {EXIT_USAGE}  bad arguments, or no API URL, region or AWS credentials (nothing was sent, nothing run)
+  {EXIT_TIMED_OUT}  executions were still inside a protected section the hold covers at --drain-timeout:
+     the command was not run, the hold is released, and who is still inside is listed
+
+Before the command, run waits until task handlers see the hold (effectiveWithinSeconds),
+then until nobody is inside a protected section the hold covers (GET /holds/HOLD_ID every
+{drain.POLL_SECONDS:g}s; --no-wait-drained skips this).
 
 SIGINT and SIGTERM are passed on to the command (in a terminal, Ctrl-C reaches it directly);
-run waits for it to end, releases the hold, and exits with its status. If run itself dies
-(SIGKILL), the hold is no longer renewed and ends at its TTL.
+run waits for it to end, releases the hold, and exits with its status. A signal before the
+command starts (during either wait) releases the hold, runs nothing, and exits 128+N. If run
+itself dies (SIGKILL), the hold is no longer renewed and ends at its TTL.
 """
 
 
@@ -132,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--json",
         action="store_true",
-        help="print the API's answer as it is (with --wait, the final status)",
+        help="print the API's answer as it is (with --wait or --wait-drained, the final status)",
     )
 
     parser = argparse.ArgumentParser(
@@ -172,13 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="lift maintenance by itself at this time: ISO 8601 (2026-12-01T18:00:00Z) or a duration from "
         "now (90m, 2h, 1d); a safety net for a pipeline that dies",
     )
-    _wait_options(on, "return only once every warm task handler sees maintenance on")
+    _wait_options(on, "return only once every warm task handler sees maintenance on", " or --wait-drained")
+    on.add_argument(
+        "--wait-drained",
+        action="store_true",
+        help=f"as --wait, then wait until nobody is inside each state machine's protected section (GET "
+        f"/maintenance every {drain.POLL_SECONDS:g}s, progress on stderr); at --timeout, exit {EXIT_TIMED_OUT} "
+        "listing who is still inside",
+    )
     on.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
     off = subcommand("off", "Switch maintenance off and resume what is held.", several)
     off.add_argument("--reason", help="why, recorded in the audit trail")
     off.add_argument("--no-resume", action="store_true", help="leave what is held for a later `resume`")
-    _wait_options(off, "return only once nothing is held (progress on stderr)")
+    _wait_options(off, "return only once nothing is held (progress on stderr)", "")
     off.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
     subcommand(
@@ -218,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
     )
     _hold_options(run, scheduling=False)
+    run.add_argument(
+        "--drain-timeout",
+        metavar="DURATION",
+        type=_duration,
+        help="how long to wait, before the command, for the executions inside a protected section the hold covers "
+        f"to leave: 90s, 15m, 1h or seconds (default {DEFAULT_DRAIN_TIMEOUT_SECONDS // 60}m); then the command is "
+        f"not run, the hold is released, and run exits {EXIT_TIMED_OUT}",
+    )
+    run.add_argument(
+        "--no-wait-drained",
+        action="store_true",
+        help="start the command without waiting for the executions already inside a protected section to leave",
+    )
 
     renew = plain("renew", "Renew a hold: it expires --ttl (or the API's default) from now. 404 once it has ended.")
     renew.add_argument("hold_id", metavar="HOLD_ID", type=_hold_id, help="the hold, as `sfn-pauser hold` printed it")
@@ -299,14 +331,15 @@ def _hold_options(parser: argparse.ArgumentParser, *, scheduling: bool) -> None:
     )
 
 
-def _wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+def _wait_options(parser: argparse.ArgumentParser, what: str, drained: str) -> None:
     parser.add_argument("--wait", action="store_true", help=what)
     parser.add_argument(
         "--timeout",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_seconds,
-        help=f"how long --wait waits, from the switch's answer; then exit {EXIT_TIMED_OUT} "
-        f"(default {DEFAULT_TIMEOUT_SECONDS:g})",
+        help=f"how long --wait{drained} waits, from the "
+        f"switch's answer: seconds, or a duration (90s, 15m); then exit {EXIT_TIMED_OUT} "
+        f"(default {DEFAULT_TIMEOUT_SECONDS / 60:g}m)",
     )
 
 
@@ -334,9 +367,11 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"--guards: at most {MAX_GUARDS} guards, got {len(args.guards)}")
         if (args.schedule is None) != (args.duration is None):
             parser.error("--schedule and --duration go together: a recurring hold needs both")
-    if getattr(args, "timeout", None) is not None and not args.wait:
-        parser.error("--timeout says how long --wait waits; add --wait")
-    if getattr(args, "wait", False) and args.dry_run:
+    waits = getattr(args, "wait", False) or getattr(args, "wait_drained", False)
+    if getattr(args, "timeout", None) is not None and not waits:
+        either = " or --wait-drained" if args.command == "on" else ""
+        parser.error(f"--timeout says how long --wait{either} waits; add --wait{either}")
+    if waits and args.dry_run:
         parser.error("--dry-run changes nothing, so there is nothing to --wait for")
     if getattr(args, "no_resume", False) and args.wait:
         parser.error("--no-resume leaves what is held, so --wait would wait for it in vain")
@@ -359,6 +394,9 @@ def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     ):
         if value is not None:
             parser.error(f"run holds from now until the command ends, so {option} is for `sfn-pauser hold`")
+    if args.no_wait_drained and args.drain_timeout is not None:
+        parser.error("--drain-timeout says how long run waits for the executions inside to leave; "
+                     "--no-wait-drained does not wait")  # fmt: skip
 
 
 def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
@@ -379,7 +417,11 @@ def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
         if args.dry_run:
             options["dryRun"] = True
         timeout = DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout
-        commands.switch(api, output, args.state_machines, options, timeout if args.wait else None)
+        waits = args.wait or getattr(args, "wait_drained", False)
+        commands.switch(
+            api, output, args.state_machines, options, timeout if waits else None,
+            drained=getattr(args, "wait_drained", False),
+        )  # fmt: skip
     elif args.command == "status":
         commands.status(api, output, machine)
     elif args.command == "resume":
@@ -407,7 +449,8 @@ def _run_holds(api: Api, output: Output, args: argparse.Namespace) -> int:
     elif args.command == "run":
         ttl = DEFAULT_RUN_TTL_SECONDS if args.ttl is None else args.ttl
         how = ["--api", api.base_url, *(["--region", args.region] if args.region else [])]
-        return runner.run(api, output, {**_hold_body(args), "ttlSeconds": ttl}, ttl, args.command_line, how)
+        drain = None if args.no_wait_drained else (args.drain_timeout or DEFAULT_DRAIN_TIMEOUT_SECONDS)
+        return runner.run(api, output, {**_hold_body(args), "ttlSeconds": ttl}, ttl, args.command_line, how, drain)
     elif args.command == "renew":
         holds.renew(api, output, args.hold_id, args.ttl)
     elif args.command == "release":
@@ -543,12 +586,17 @@ def _duration_seconds(text: str) -> int | None:
 
 
 def _seconds(text: str) -> float:
+    """Seconds, from a number of them or a duration.
+
+    >>> [_seconds(text) for text in ("900", "1.5", "3s", "15m", "1h30m")]
+    [900.0, 1.5, 3.0, 900.0, 5400.0]
+    """
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
+        value = float(_duration_seconds(text) or 0)
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0 or a duration (90s, 15m), got {text!r}")
     return value
 
 

@@ -1,6 +1,7 @@
 """``sfn-pauser run``: a hold around a command.
 
-Take the hold, run ``before_command`` (nothing yet), run the command with this
+Take the hold, run ``before_command`` (wait until task handlers see the hold,
+then until nobody is inside a protected section it covers), run the command with this
 process's stdin, stdout and stderr while a daemon thread renews the hold every
 third of its TTL, then release the hold however the command ended: success,
 failure, or SIGINT or SIGTERM (passed on to the command, which is waited for).
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from sfn_pauser_cli import holds
+from sfn_pauser_cli import drain, holds
 from sfn_pauser_cli.api import Api, ApiError, Unreachable
 from sfn_pauser_cli.commands import Failure, Output
 
@@ -41,11 +42,21 @@ RENEW_FINISH_SECONDS = 10.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
-def run(api: Api, output: Output, body: dict[str, Any], ttl: int, command: list[str], how: list[str]) -> int:
+def run(
+    api: Api,
+    output: Output,
+    body: dict[str, Any],
+    ttl: int,
+    command: list[str],
+    how: list[str],
+    drain_timeout: float | None,
+) -> int:
     """Take a hold with ``body``, run ``command`` under it, release it; the exit status to end with.
 
     ``how`` is what ``sfn-pauser release HOLD_ID`` needs besides the ID (``--api URL`` ...),
-    printed if the release fails. A failure to take the hold raises, and the command is not run.
+    printed if the release fails. ``drain_timeout`` bounds the wait for the executions inside
+    to leave (None: no such wait). A failure to take the hold raises, and the command is not run;
+    so does a drain wait that fails (Failure, ApiError) or times out (TimedOut), after the release.
     """
     # From before the hold is asked for: a signal while POST /holds is under way must not leave a hold behind.
     with Forwarding() as signals:
@@ -54,7 +65,7 @@ def run(api: Api, output: Output, body: dict[str, Any], ttl: int, command: list[
         renewer = Renewer(api, output, hold_id, ttl, renew_interval(ttl, hold), hold.get("expiresAt"))
         renewer.start()
         try:
-            before_command(api, output, hold, signals.interrupted)
+            before_command(api, output, hold, signals.interrupted, drain_timeout)
             if signals.received is not None:
                 output.progress(f"interrupted ({signals.name}) before the command started; it was not run")
                 code = 128 + signals.received
@@ -73,29 +84,65 @@ def run(api: Api, output: Output, body: dict[str, Any], ttl: int, command: list[
     return code
 
 
-def before_command(api: Api, output: Output, hold: dict[str, Any], interrupted: Callable[[], bool]) -> None:
-    """Between taking the hold and starting the command: wait until task handlers see the hold.
+def before_command(
+    api: Api,
+    output: Output,
+    hold: dict[str, Any],
+    interrupted: Callable[[], bool],
+    drain_timeout: float | None,
+) -> None:
+    """Between taking the hold and starting the command: wait until task handlers see
+    the hold, then until nobody is inside a protected section it covers.
 
     A warm task handler reuses the holds it read for up to ``effectiveWithinSeconds``
     (MaintenanceCacheSeconds), so until then an execution may still pass the
-    checkpoint. (A later "wait until drained" goes here too.)
+    checkpoint. And an execution that passed it a moment earlier may still be
+    calling the dependency until it reaches the section's leave step: GET
+    /holds/{holdId} says ``drained: true`` once nobody is inside (drain.py), polled
+    for up to ``drain_timeout`` seconds (None: not at all). A hold that is not
+    active yet keeps nobody out, so neither wait would mean anything.
 
     It runs with the hold taken and renewed in the background, and with SIGINT
-    and SIGTERM recorded instead of ending the process: the wait returns as soon
+    and SIGTERM recorded instead of ending the process: the waits return as soon
     as ``interrupted()`` is true (the command is then not started, the hold is
-    released, and run exits with 128 + the signal).
+    released, and run exits with 128 + the signal). A drain that does not come
+    raises TimedOut (exit 3); an error answer, Failure or ApiError (exit 1).
     """
-    del api
+    hold_id = hold["holdId"]
+    if not hold.get("active", True):
+        starts = f" (it starts at {hold['startsAt']})" if hold.get("startsAt") else ""
+        output.progress(
+            f"{hold_id}: not active yet{starts}, so it keeps no execution out yet: not waiting for task "
+            "handlers to see it, nor for the executions inside a protected section to leave"
+        )
+        return
     seconds = _seconds_of(hold.get("effectiveWithinSeconds"))
-    if seconds <= 0 or not hold.get("active", True):
+    if seconds > 0:
+        output.progress(
+            f"waiting {seconds:g}s before the command: a warm task handler may act on the holds it read up to "
+            f"{seconds:g}s ago (MaintenanceCacheSeconds)"
+        )
+        ends = time.monotonic() + seconds
+        while not interrupted() and time.monotonic() < ends:
+            time.sleep(min(0.2, max(0.0, ends - time.monotonic())))
+    if interrupted():
+        return
+    if drain_timeout is None:
+        output.progress(
+            f"{hold_id}: --no-wait-drained: not waiting for the executions already inside a protected section to leave"
+        )
         return
     output.progress(
-        f"waiting {seconds:g}s before the command: a warm task handler may act on the holds it read up to "
-        f"{seconds:g}s ago (MaintenanceCacheSeconds)"
+        f"waiting until nobody is inside a protected section {hold_id} covers: asking GET /holds/{hold_id} every "
+        f"{drain.POLL_SECONDS:g}s for up to {drain_timeout:g}s (--drain-timeout)"
     )
-    ends = time.monotonic() + seconds
-    while not interrupted() and time.monotonic() < ends:
-        time.sleep(min(0.2, max(0.0, ends - time.monotonic())))
+    drain.wait(
+        output,
+        [drain.hold_subject(api, hold_id)],
+        time.monotonic() + drain_timeout,
+        interrupted,
+        timed_out="the command was not run",
+    )
 
 
 def _seconds_of(value: Any) -> float:
