@@ -1010,28 +1010,17 @@ def test_run_holds_around_a_failing_command_and_releases_it_against_the_real_api
     stack.hold(machine, "waiting")
     command = [sys.executable, "-c", "import sys; sys.exit(3)"]
 
-    # Without the drain wait, which an API that does not answer `drained` yet refuses (the next test).
-    run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--no-wait-drained", "--", *command)
+    run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--", *command)
 
     assert run.code == 3, run.stderr
     assert stack.get("/holds", stateMachineArn=machine)["holds"] == []
     assert stack.held(machine) == []  # the release resumed what the hold kept
 
 
-# -- the drain wait against the real API, once it answers `drained` (the scripted answers are in test_cli_drain.py)
-
-
-def skip_unless_the_api_says_drained(answer: dict[str, Any], route: str) -> None:
-    if "drained" not in answer:
-        pytest.skip(f"this API's {route} does not answer `drained` yet")
+# -- the drain wait against the real API (the scripted answers are in test_cli_drain.py)
 
 
 def test_run_waits_for_the_drain_and_runs_the_command_against_the_real_api(stack, machine):
-    taken = cli("hold", "--api", stack.api, "--state-machine", machine, "--ttl", "2m")
-    assert taken.code == 0, taken.stderr
-    answer = stack.get(f"/holds/{taken.stdout.strip()}")
-    assert cli("release", taken.stdout.strip(), "--api", stack.api).code == 0
-    skip_unless_the_api_says_drained(answer, "GET /holds/{holdId}")
     command = [sys.executable, "-c", "print('deployed')"]
 
     run = cli("run", "--api", stack.api, "--state-machine", machine, "--ttl", "2m", "--drain-timeout", "60s",
@@ -1043,13 +1032,31 @@ def test_run_waits_for_the_drain_and_runs_the_command_against_the_real_api(stack
     assert stack.get("/holds", stateMachineArn=machine)["holds"] == []
 
 
-def test_on_wait_drained_against_the_real_api(stack, machine):
-    skip_unless_the_api_says_drained(stack.get("/maintenance", stateMachineArn=machine), "GET /maintenance")
+def test_on_wait_drained_returns_once_the_last_execution_left_against_the_real_api(stack, machine):
+    # One execution inside the protected section, as its checkpoint records it; it leaves
+    # (its leave step deletes the record) only after the CLI has seen it inside.
+    name = machine.rsplit(":", 1)[1]
+    key = f"{PREFIX}_sfn-pauser/inside/aws/{ACCOUNT}/{REGION}/{name}/{uuid.uuid4().hex}.json"
+    execution = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{name}:inside"
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    body = {"executionArn": execution, "entry": None, "section": "orders", "guards": [], "since": since}
+    stack.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
+    left = threading.Event()
 
+    def leave_once_seen() -> None:
+        # The CLI first waits effectiveWithinSeconds (10 s here), then asks every 2 s.
+        time.sleep(14)
+        stack.s3.delete_object(Bucket=BUCKET, Key=key)
+        left.set()
+
+    leaving = threading.Thread(target=leave_once_seen)
+    leaving.start()
     run = cli("on", "--wait-drained", "--timeout", "60", "--api", stack.api, "--state-machine", machine)
+    leaving.join()
 
     assert run.code == 0, run.stderr
-    name = machine.rsplit(":", 1)[1]
+    assert left.is_set()
+    assert f"{name}: 1 inside" in run.stderr, run.stderr
     assert f"{name}: drained: nobody inside the protected section" in run.stderr
     assert run.stdout.endswith(f"{name}: drained\n"), run.stdout
     assert stack.tags(machine)["Maintenance"] == "true"
