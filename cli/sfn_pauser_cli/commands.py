@@ -253,28 +253,35 @@ def status(api: Api, output: Output, machine: str) -> None:
 def overview(api: Api, output: Output) -> None:
     """GET /maintenance without a machine, every page: a table of each machine in
     maintenance or holding executions (``--json``: the pages' entries as one body)."""
-    entries: list[dict[str, Any]] = []
-    token: str | None = None
-    seen: set[str] = set()
-    for _ in range(MAX_OVERVIEW_PAGES):
-        query = {"limit": str(OVERVIEW_PAGE), **({"nextToken": token} if token else {})}
-        body = _object(api.get("/maintenance", query), "GET /maintenance")
-        listed = body.get("stateMachines")
-        if not isinstance(listed, list):
-            raise Failure(f"GET /maintenance answered without a stateMachines list: {json.dumps(body)[:300]}")
-        entries.extend(_object(entry, "GET /maintenance stateMachines") for entry in listed)
-        token = body.get("nextToken")
-        if not token:
-            break
-        if token in seen:
-            raise Failure(f"GET /maintenance answered the nextToken {token!r} twice; the listing would not end")
-        seen.add(str(token))
-    else:
-        raise Failure(f"GET /maintenance still had more after {MAX_OVERVIEW_PAGES} pages; stopped")
+    entries = every_page(api, "/maintenance", {"limit": str(OVERVIEW_PAGE)}, "stateMachines")
     output.result({"stateMachines": entries, "nextToken": None}, _overview_table(entries))
     unreadable = [entry for entry in entries if "error" in entry]
     if unreadable:
         raise Failure(f"{len(unreadable)} of {len(entries)} state machines could not be read (see the table)")
+
+
+def every_page(api: Api, path: str, query: dict[str, str], key: str) -> list[dict[str, Any]]:
+    """Every item of a paged listing (``GET path``, its ``key`` list and ``nextToken``), in order.
+
+    A token answered twice, or more than ``MAX_OVERVIEW_PAGES`` pages, is a listing that
+    would not end: a failure, not a loop.
+    """
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    seen: set[str] = set()
+    for _ in range(MAX_OVERVIEW_PAGES):
+        body = _object(api.get(path, {**query, **({"nextToken": token} if token else {})}), f"GET {path}")
+        listed = body.get(key)
+        if not isinstance(listed, list):
+            raise Failure(f"GET {path} answered without a {key} list: {json.dumps(body)[:300]}")
+        items.extend(_object(item, f"GET {path} {key}") for item in listed)
+        token = body.get("nextToken")
+        if not token:
+            return items
+        if token in seen:
+            raise Failure(f"GET {path} answered the nextToken {token!r} twice; the listing would not end")
+        seen.add(str(token))
+    raise Failure(f"GET {path} still had more after {MAX_OVERVIEW_PAGES} pages; stopped")
 
 
 def resume(api: Api, output: Output, machine: str, options: dict[str, Any]) -> None:

@@ -12,10 +12,8 @@ import json
 from typing import Any
 
 from sfn_pauser_cli.api import Api, ApiError, route
-from sfn_pauser_cli.commands import Failure, Output, _age, _clip, _object, _short_names, _who
+from sfn_pauser_cli.commands import Failure, Output, _age, _clip, _object, _short_names, _who, every_page
 
-# A bound on the pages followed, against an API that keeps answering with a nextToken.
-MAX_PAGES = 1000
 # How heldBy names the Maintenance tag (``sfn-pauser on``) among hold IDs.
 TAG_HOLDER = "tag"
 # The table's scope column is cut after this many characters (--json has it whole).
@@ -70,23 +68,7 @@ def release_request(api: Api, hold_id: str, deadline: float | None = None) -> di
 
 def listing(api: Api, output: Output, query: dict[str, str]) -> None:
     """GET /holds, every page: a table (``--json``: every page's holds as one body)."""
-    found: list[dict[str, Any]] = []
-    token: str | None = None
-    seen: set[str] = set()
-    for _ in range(MAX_PAGES):
-        body = _object(api.get("/holds", {**query, **({"nextToken": token} if token else {})}), "GET /holds")
-        listed = body.get("holds")
-        if not isinstance(listed, list):
-            raise Failure(f"GET /holds answered without a holds list: {json.dumps(body)[:300]}")
-        found.extend(_object(item, "GET /holds holds") for item in listed)
-        token = body.get("nextToken")
-        if not token:
-            break
-        if token in seen:
-            raise Failure(f"GET /holds answered the nextToken {token!r} twice; the listing would not end")
-        seen.add(str(token))
-    else:
-        raise Failure(f"GET /holds still had more after {MAX_PAGES} pages; stopped")
+    found = every_page(api, "/holds", query, "holds")
     output.result({"holds": found, "nextToken": None}, table(found))
 
 
