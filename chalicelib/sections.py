@@ -158,7 +158,8 @@ class Sections:
                     execution=inside.execution_arn,
                     status=status,
                 )
-        self._store.put_document(cursor_key, {"after": last})
+        if last != after:
+            self._store.put_document(cursor_key, {"after": last})
         return removed
 
     def _rotation(self, root: str, after: str) -> Iterable[tuple[str, datetime]]:
