@@ -661,12 +661,14 @@ class Resumer:
             # Machines of one name in two regions or accounts share a folder (the
             # layout is the seed's); a token is only ever sent to its own machine.
             return Outcome.SKIPPED, task
-        if run.honour_holds and self._holds is not None:
-            holds = self._holds.task_held(machine, task.guards)
-            if holds:
-                run.held_back(holds)
-                return Outcome.HELD, task
         try:
+            if run.honour_holds and self._holds is not None:
+                # A book that cannot be read keeps the token: sending it could
+                # lift a hold that is still active.
+                holds = self._holds.task_held(machine, task.guards)
+                if holds:
+                    run.held_back(holds)
+                    return Outcome.HELD, task
             return self._send_until_not_throttled(machine, task, run), task
         except (ClientError, BotoCoreError) as error:
             self._log.decision(
