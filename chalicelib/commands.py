@@ -301,8 +301,12 @@ def parse_new_hold(body: object, limits: HoldLimits, now: datetime | None = None
     now = now or datetime.now(UTC)
     fields = Fields(body)
     fields.reject_unknown(HOLD_FIELDS)
+
+    def given(name: str) -> bool:  # a null field is one left out, as the optional fields' parsers read it
+        return fields.raw(name) is not None
+
     machines = _scope_machines(fields, MAX_SCOPE_MACHINES)
-    guards = guard_names(fields, "guards") if fields.has("guards") else ()
+    guards = guard_names(fields, "guards") if given("guards") else ()
     if not machines and not guards:
         raise MissingField("stateMachineArns", 'a scope: "stateMachineArns", "guards", or both')
     reason = fields.string("reason", required=False, max_length=MAX_REASON)
@@ -310,7 +314,7 @@ def parse_new_hold(body: object, limits: HoldLimits, now: datetime | None = None
     if starts_at is not None and starts_at <= now - timedelta(minutes=1):
         raise InvalidField("startsAt", "is in the past; expected a time after now (leave it out to start now)")
     recurrence = None
-    if fields.has("recurrence"):
+    if given("recurrence"):
         window = Fields(fields.raw("recurrence"), what="recurrence")
         window.reject_unknown(RECURRENCE_FIELDS)
         text = window.string("schedule", max_length=256)
@@ -323,7 +327,7 @@ def parse_new_hold(body: object, limits: HoldLimits, now: datetime | None = None
         if seconds is None:
             raise MissingField("recurrence.durationSeconds", f"the window's length, 60 to {limits.max_ttl} seconds")
         recurrence = (schedule.expression, seconds)
-    if fields.has("ttlSeconds") and fields.has("expiresAt"):
+    if given("ttlSeconds") and given("expiresAt"):
         raise InvalidField("expiresAt", 'give either "ttlSeconds" or "expiresAt", not both')
     expires_at = _instant(fields, "expiresAt")
     ttl = fields.integer("ttlSeconds", minimum=1, maximum=limits.max_ttl)
@@ -370,7 +374,7 @@ def parse_holds_query(query: Mapping[str, str] | None) -> HoldsQuery:
 
 
 def _scope_machines(fields: Fields, most: int) -> tuple[str, ...]:
-    if not fields.has("stateMachineArns"):
+    if fields.raw("stateMachineArns") is None:
         return ()
     arns = fields.string_list("stateMachineArns", max_items=most)
     machines = []

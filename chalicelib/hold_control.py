@@ -122,15 +122,23 @@ class HoldControl:
             answer["otherAccounts"] = [str(machine) for machine in machines if machine not in ours]
         return answer
 
-    def end_covering(self, machine: StateMachineArn, actor: str) -> list[str]:
-        """End every hold that covers ``machine`` (``POST /maintenance`` with ``force``); their ids."""
-        covering = {hold.hold_id for hold in self.covering(machine, self._book.read())}
-        if not covering:
-            return []
-        _, ended = self._book.change(lambda book: _without(book, covering))
+    def end_covering(self, machines: Iterable[StateMachineArn], actor: str, *, dry_run: bool) -> dict[str, list[str]]:
+        """End every hold that covers one of ``machines`` (``POST /maintenance`` with ``force``).
+
+        One change of the book for them all. Answers, for each machine, the ids of
+        the holds that ended (with ``dry_run``, that would end: nothing is written).
+        """
+        book = self._book.read()
+        covering = {machine.unqualified: {hold.hold_id for hold in self.covering(machine, book)} for machine in machines}
+        every = set().union(*covering.values())
+        if not every or dry_run:
+            return {arn: sorted(ids) for arn, ids in covering.items()}
+        _, ended = self._book.change(lambda latest: _without(latest, every))
+        ended_ids = {hold.hold_id for hold in ended or ()}
         for hold in ended or ():
-            self._audit.record_hold(hold.hold_id, "forced-off", actor, stateMachineArn=machine.unqualified)
-        return sorted(hold.hold_id for hold in ended or ())
+            arns = sorted(arn for arn, ids in covering.items() if hold.hold_id in ids)
+            self._audit.record_hold(hold.hold_id, "forced-off", actor, stateMachineArns=arns)
+        return {arn: sorted(ids & ended_ids) for arn, ids in covering.items()}
 
     def lift(
         self, machines: Iterable[StateMachineArn], deadline: Deadline
@@ -210,24 +218,27 @@ class HoldControl:
         """
         forced: dict[str, list[str]] = {}
         if command.force:
-            for machine in command.machines:
-                self._control.check(machine)
-                forced[machine.unqualified] = self.end_covering(machine, actor)
+            # Only the machines the switch itself accepts: one it refuses (403, 404, ...)
+            # answers its own error, in bulk beside the others, and keeps its holds.
+            accepted = [machine for machine in command.machines if self._control.accepts(machine, bulk=command.bulk)]
+            forced = self.end_covering(accepted, actor, dry_run=command.dry_run)
         result = self._control.switch_all(command, actor, deadline)
-        if command.enabled or command.dry_run:
+        if command.enabled:
             return result
         book = self._book.read()
         for entry in result["results"] if command.bulk else [result]:
             if "error" in entry:
                 continue
             machine = _machine(entry["stateMachineArn"])
+            if command.force:
+                entry["endedHolds"] = forced.get(machine.unqualified, [])
+            if command.dry_run:
+                continue
             still = [why for why in self.held_by(machine, book) if why != TAG_HOLD]
             if still:
                 # Only with holds in play, so the answer without them is the seed-era one.
                 entry["stillHeldBy"] = still
                 entry["maintenance"] = bool(self.machine_holds(machine, book))
-            if command.force:
-                entry["endedHolds"] = forced.get(machine.unqualified, [])
         return result
 
     @aws_errors_as_http

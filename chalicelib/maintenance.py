@@ -394,6 +394,21 @@ class MaintenanceControl:
 
     # -- checks
 
+    def accepts(self, machine: StateMachineArn, *, bulk: bool) -> bool:
+        """Whether a switch of ``machine`` gets past :meth:`check`.
+
+        Alone, its error is the request's; in bulk, the machine's own result says
+        it (``switch_all`` meets the same error), so here it is only False.
+        """
+        if not bulk:
+            self.check(machine)
+            return True
+        try:
+            self.check(machine)
+        except Exception:  # any error is the machine's own, and switch_all answers it
+            return False
+        return True
+
     def check(self, machine: StateMachineArn) -> None:
         """403 outside the allow-list, 400 for an unknown region or an Express machine, 404 if absent."""
         if not self.allows(machine):

@@ -324,7 +324,7 @@ class Resumer:
         self._sections = sections
         # Machines whose last whole pass left only tokens that holds cover, and those holds:
         # until one of them ends, looking again would only read the same tokens again.
-        self._held_back: dict[str, frozenset[str]] = {}
+        self._held_back: dict[str, tuple[int, frozenset[str]]] = {}
 
     def resume(
         self,
@@ -358,9 +358,10 @@ class Resumer:
         """
         honour_holds = not forced and abort is None and self._holds is not None
         waiting = self._held_back.get(machine.unqualified)
-        if honour_holds and waiting and self._holds is not None and self._holds.still_active(waiting):
+        if honour_holds and waiting and self._holds is not None and self._holds.still_active(waiting[1]):
+            # As of this container's last whole pass: the tokens saved since are held too.
             self._forget(machine, answered)
-            return ResumeReport(held=1, held_by=waiting)
+            return ResumeReport(held=waiting[0], held_by=waiting[1])
         order = _shard_order(shard)
         if (
             exclusive
@@ -394,7 +395,7 @@ class Resumer:
         if whole and report.held and report.complete and not report.remaining:
             if len(self._held_back) >= BACKLOG_MEMORY:
                 self._held_back.clear()
-            self._held_back[machine.unqualified] = report.held_by
+            self._held_back[machine.unqualified] = (report.held, report.held_by)
         else:
             self._held_back.pop(machine.unqualified, None)
 
@@ -493,7 +494,7 @@ class Resumer:
         )
         # What the last listing found and could not resume is what the shards still hold:
         # the drain's own count of what it left gives way to it.
-        drained.remaining, drained.remaining_capped, drained.complete = 0, False, True
+        drained.remaining, drained.remaining_capped, drained.complete, drained.held = 0, False, True, 0
         drained.absorb(late)
 
     def _hand(self, machine: StateMachineArn, shard: int, fan_out: Callable[[int], bool]) -> bool:

@@ -147,6 +147,19 @@ def test_a_bad_hold_request_names_its_field(body, message):
         parse_new_hold(body, LIMITS, T0)
 
 
+def test_a_null_field_of_a_new_hold_is_one_left_out():
+    # JSON clients (and the CLI's templates) send null for an option they do not set.
+    parsed = parse_new_hold(
+        {"guards": ["db"], "stateMachineArns": None, "ttlSeconds": 120, "expiresAt": None, "recurrence": None},
+        LIMITS,
+        T0,
+    )
+
+    assert (parsed.machines, parsed.guards, parsed.expires_at) == ((), ("db",), T0 + timedelta(seconds=120))
+    with pytest.raises(InvalidInput, match="stateMachineArns: is required"):
+        parse_new_hold({"guards": None, "stateMachineArns": None}, LIMITS, T0)
+
+
 def test_a_renew_without_a_body_takes_the_default_ttl():
     assert parse_renew({}, LIMITS) == 3600
     assert parse_renew({"ttlSeconds": 120}, LIMITS) == 120

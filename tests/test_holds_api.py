@@ -198,6 +198,60 @@ def test_switching_off_with_force_ends_every_hold_on_the_machine_and_resumes(wor
     assert call(client, "get", "/holds").json_body["holds"] == []
 
 
+def test_a_dry_run_with_force_names_the_holds_it_would_end_and_ends_none(workflow, client):
+    holds = sorted(take(client, stateMachineArns=[workflow.arn])["holdId"] for _ in range(2))
+    execution = workflow.start({"order": 1})
+    workflow.wait_held(1)
+
+    body = {"stateMachineArn": workflow.arn, "enabled": False, "force": True, "dryRun": True}
+    answer = call(client, "post", "/maintenance", body).json_body
+
+    assert (answer["dryRun"], answer["endedHolds"]) == (True, holds)
+    assert sorted(each["holdId"] for each in call(client, "get", "/holds").json_body["holds"]) == holds
+    assert workflow.status(execution) == "RUNNING"
+    assert len(workflow.held_keys()) == 1
+
+
+def test_a_bulk_force_ends_the_holds_of_the_machines_it_switches_and_not_of_one_it_refuses(
+    aws, workflow, client, routed_lambda
+):
+    other = guarded(aws, routed_lambda, "Billing", None)
+    absent = workflow.arn.replace(":Orders", ":Absent")
+    on_orders, on_billing = (take(client, stateMachineArns=[arn])["holdId"] for arn in (workflow.arn, other.arn))
+    # A pattern hold covers the absent machine's name too: refused, it must keep it.
+    on_pattern = take(client, stateMachineArns=[workflow.arn.replace(":Orders", ":A*")])["holdId"]
+
+    body = {"stateMachineArns": [workflow.arn, absent, other.arn], "enabled": False, "force": True}
+    answer = call(client, "post", "/maintenance", body)
+
+    assert answer.status_code == 200, answer.body
+    results = {each["stateMachineArn"]: each for each in answer.json_body["results"]}
+    assert results[workflow.arn]["endedHolds"] == [on_orders]
+    assert results[other.arn]["endedHolds"] == [on_billing]
+    assert results[absent]["error"]["Status"] == 404
+    assert "endedHolds" not in results[absent]
+    assert [each["holdId"] for each in call(client, "get", "/holds").json_body["holds"]] == [on_pattern]
+
+
+def test_switching_off_counts_each_token_a_dependency_hold_still_covers_once(
+    aws, bucket, client, routed_lambda, functions
+):
+    orders = guarded(aws, routed_lambda, "Orders", ["orders-db"])
+    orders.maintenance("true")
+    db = take(client, guards=["orders-db"])
+    for n in range(3):
+        orders.start({"order": n})
+    orders.wait_held(3)
+    body = {"stateMachineArn": orders.arn, "enabled": False}
+
+    first = call(client, "post", "/maintenance", body).json_body
+    again = call(client, "post", "/maintenance", body).json_body  # this container remembers the pass
+
+    for answer in (first, again):
+        assert (answer["held"], answer["resumed"], answer["stillHeldBy"]) == (3, 0, [db["holdId"]])
+    assert len(orders.held_keys()) == 3
+
+
 def test_the_holds_api_lists_filters_pages_and_forgets_ended_holds(workflow, client):
     on_machine = take(client, stateMachineArns=[workflow.arn])
     on_db = [take(client, guards=["orders-db"]) for _ in range(3)]
