@@ -129,7 +129,9 @@ class HoldControl:
         the holds that ended (with ``dry_run``, that would end: nothing is written).
         """
         book = self._book.read()
-        covering = {machine.unqualified: {hold.hold_id for hold in self.covering(machine, book)} for machine in machines}
+        covering = {
+            machine.unqualified: {hold.hold_id for hold in self.covering(machine, book)} for machine in machines
+        }
         every = set().union(*covering.values())
         if not every or dry_run:
             return {arn: sorted(ids) for arn, ids in covering.items()}
