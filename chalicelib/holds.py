@@ -272,8 +272,11 @@ class Coverage:
     def holds_on(self, machine: StateMachineArn, guards: Iterable[str] = (), *, fresh: bool = False) -> list[Hold]:
         """The active holds covering a checkpoint of ``machine`` that guards ``guards``.
 
-        A hold by ARN pattern covers only machines within ``AllowedStateMachines``;
-        a hold on a dependency covers every checkpoint that guards it.
+        A hold covers only machines within ``AllowedStateMachines``: by ARN, by
+        pattern, or on a dependency (every checkpoint there that guards it). This
+        deployment may resume only those, so one it held outside them would wait
+        for its next execution to be let go. Another account's or region's
+        checkpoints are covered by their own deployment, with its own list.
         """
         book = self._book.read() if fresh else self._book.cached()
         guards = tuple(guards)
@@ -283,7 +286,8 @@ class Coverage:
             hold
             for hold in book.holds
             if hold.active(now)
-            and ((allowed and hold.scope.covers_machine(machine)) or hold.scope.covers_guards(guards))
+            and allowed
+            and (hold.scope.covers_machine(machine) or hold.scope.covers_guards(guards))
         ]
 
     def task_held(self, machine: StateMachineArn, guards: Iterable[str]) -> frozenset[str]:

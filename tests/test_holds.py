@@ -222,6 +222,15 @@ def test_an_entry_this_version_cannot_read_is_kept_through_changes(book, aws, bu
     assert book.read().unreadable == ({"holdId": "from-a-later-version"},)
 
 
+def test_a_dependency_hold_covers_only_checkpoints_of_machines_within_the_allow_list(book):
+    # Outside the list nothing would resume it: the release and the sweep act only within it.
+    book.change(lambda current: ([hold(Scope(guards=("orders-db",)))], None))
+    only_orders = Coverage(book, allowed=(f"{ORDERS.unqualified}",), now=lambda: T0)
+
+    assert only_orders.holds_on(ORDERS, ("orders-db",))
+    assert only_orders.holds_on(BILLING, ("orders-db",)) == []
+
+
 def test_a_pattern_hold_covers_only_machines_within_the_allow_list(book):
     book.change(lambda current: ([hold(Scope(machines=("arn:aws:states:*:*:stateMachine:*",)))], None))
     only_orders = Coverage(book, allowed=(f"{ORDERS.unqualified}",), now=lambda: T0)
