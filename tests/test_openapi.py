@@ -375,6 +375,7 @@ DEFAULTS = {
         "dryRun",
         "dry_run",
     ),
+    "switch-force": (parse_switch, {"stateMachineArn": ORDERS, "enabled": False}, "SwitchRequest", "force", "force"),
     "resume-force": (parse_resume, {"stateMachineArn": ORDERS}, "ResumeRequest", "force", "force"),
     "abort-error": (parse_abort, {"stateMachineArn": ORDERS, "all": True}, "AbortRequest", "error", "error"),
 }
