@@ -629,6 +629,84 @@ def test_the_documented_required_fields_are_the_ones_the_parser_requires(path, m
         assert refused.value.field == name
 
 
+# Each pair of fields the document says not to send together: a request with both, and the
+# field the parser names in refusing it.
+EXCLUSIVE = {
+    "switch-one-or-many": (
+        parse_switch,
+        "SwitchRequest",
+        {"stateMachineArn": ORDERS, "enabled": True, "stateMachineArns": [ORDERS]},
+        "stateMachineArns",
+    ),
+    "switch-until-only-on": (
+        parse_switch,
+        "SwitchRequest",
+        {"stateMachineArn": ORDERS, "enabled": False, "until": "2099-01-01T00:00:00Z"},
+        "until",
+    ),
+    "switch-force-only-off": (
+        parse_switch,
+        "SwitchRequest",
+        {"stateMachineArn": ORDERS, "enabled": True, "force": True},
+        "force",
+    ),
+    "abort-chosen-or-all": (
+        parse_abort,
+        "AbortRequest",
+        {"stateMachineArn": ORDERS, "executionArns": ["run-1"], "all": True},
+        "all",
+    ),
+    "hold-ttl-or-expires-at": (
+        new_hold,
+        "HoldRequest",
+        {"guards": ["orders-db"], "ttlSeconds": 600, "expiresAt": (NOW + timedelta(hours=1)).isoformat()},
+        "expiresAt",
+    ),
+    "hold-series-without-ttl": (new_hold, "HoldRequest", {**a_window(), "ttlSeconds": 600}, "ttlSeconds"),
+}
+
+
+@pytest.mark.parametrize(("parse", "schema", "request_", "field"), EXCLUSIVE.values(), ids=EXCLUSIVE.keys())
+def test_the_fields_documented_as_exclusive_are_refused_together_by_the_parser(parse, schema, request_, field):
+    documented = validator(at(f"{SCHEMAS}/{schema}"), closed=False)
+    alone = {name: value for name, value in request_.items() if name != field}
+
+    assert documented.is_valid(alone)
+    parse(alone)
+    assert not documented.is_valid(request_)
+    with pytest.raises(InvalidInput) as refused:
+        parse(request_)
+    assert refused.value.field == field
+
+
+def outcome(parse, body):
+    """What the parser makes of a body: its command, or the field it names in refusing it."""
+    try:
+        return parse(body)
+    except InvalidInput as refused:
+        return ("refused", refused.field)
+
+
+def parsed_objects():
+    """Each body, and each object inside one, with its parser, its schema and its documented example."""
+    for (path, method), (parse, _) in BODY_PARSERS.items():
+        example = DOC["paths"][path][method]["requestBody"]["content"]["application/json"]["example"]
+        yield pytest.param(parse, request_schema(path, method), example, id=f"{method} {path}")
+    for pointer, (parse, _) in NESTED_PARSERS.items():
+        yield pytest.param(parse, at(pointer), at(pointer)["example"], id=pointer.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize(("parse", "schema", "example"), parsed_objects())
+def test_a_field_documented_nullable_reads_null_as_absent_and_no_other_field_takes_null(parse, schema, example):
+    for name, field in schema["properties"].items():
+        absent = outcome(parse, {key: value for key, value in example.items() if key != name})
+        null = outcome(parse, {**example, name: None})
+        if resolve(field).get("nullable"):
+            assert null == absent, name
+        else:  # refused, naming the field (alone, or by its path in the body)
+            assert isinstance(null, tuple) and null[1].split(".")[-1] == name, name
+
+
 DEFAULTS = {
     "switch-resume": (parse_switch, {"stateMachineArn": ORDERS, "enabled": False}, "SwitchRequest", "resume", "resume"),
     "switch-dry-run": (
