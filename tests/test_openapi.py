@@ -32,7 +32,7 @@ from schemathesis.config import SchemathesisConfig
 
 import app as chalice_app
 from chalicelib import errors
-from chalicelib.arns import parse_state_machine_arn
+from chalicelib.arns import AccountRegion, parse_state_machine_arn
 from chalicelib.commands import (
     ABORT_ERROR,
     ABORT_FIELDS,
@@ -735,6 +735,15 @@ def test_the_documented_page_size_default_is_what_the_parser_assumes():
     assert overview_page({}).limit == at("#/components/parameters/Limit/schema/default")
 
 
+def test_a_hold_is_described_alike_in_every_answer_that_shows_one():
+    hold = at(f"{SCHEMAS}/Hold")
+    for name in ("HoldTaken", "HoldDetail"):
+        schema = at(f"{SCHEMAS}/{name}")
+        assert {key: schema["properties"][key] for key in hold["properties"]} == hold["properties"], name
+        assert set(hold["required"]) <= set(schema["required"]), name
+    assert at(f"{SCHEMAS}/HoldTaken/properties/affected") == at(f"{SCHEMAS}/HoldDetail/properties/affected")
+
+
 # -- the ARN pattern against the ARN parser
 
 ARN_PATTERN = re.compile(at(f"{SCHEMAS}/StateMachineArn/pattern").removeprefix("^").removesuffix("$"))
@@ -1118,6 +1127,21 @@ def names_a_machine(path, method):
     if (path, method) in BODY_PARSERS:
         names |= set(request_schema(path, method)["properties"])
     return bool(names & {"stateMachineArn", "stateMachineArns"})
+
+
+def test_a_release_that_leaves_another_accounts_machines_to_their_sweep_fits_the_documented_schema(
+    plain, client, monkeypatch
+):
+    # Deployed, the function's own ARN names its account; the test client's names none.
+    monkeypatch.setattr(chalice_app, "_home", lambda: AccountRegion("aws", REGION, ACCOUNT))
+    theirs = ORDERS.replace(ACCOUNT, "210987654321")
+    chalice_app.get_services().store.register_guard("orders-db", parse_state_machine_arn(theirs))
+    api = Api(client)
+    taken = api.post("/holds", {"guards": ["orders-db"]})
+
+    released = api.delete("/holds/{hold_id}", hold_id=taken["holdId"])
+
+    assert (taken["affected"], released["otherAccounts"], released["resumed"]) == ([theirs], [theirs], {})
 
 
 # -- requests generated from the document (schemathesis)
