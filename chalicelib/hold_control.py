@@ -279,6 +279,7 @@ class HoldControl:
         if not command.force:
             holds = [hold.hold_id for hold in self.machine_holds(machine, self._book.read())]
             if holds:
+                self._control.check(machine)  # a machine absent or not allowed answers that, not 409
                 raise MaintenanceIsOn(
                     f"stateMachineArn: holds cover {machine.unqualified} ({', '.join(holds)}); release them, "
                     'or send "force": true to resume anyway'

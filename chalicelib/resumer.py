@@ -180,7 +180,7 @@ class ResumeReport:
             "continuing": self.continued or self.busy,
         }
         if self.held:
-            shown["held"] = self.held  # still covered by a hold on a dependency (a guard)
+            shown["held"] = self.held  # left in place: a hold still covers them
         return shown
 
 

@@ -252,6 +252,16 @@ def test_switching_off_counts_each_token_a_dependency_hold_still_covers_once(
     assert len(orders.held_keys()) == 3
 
 
+def test_resuming_a_machine_a_pattern_hold_covers_answers_404_when_it_does_not_exist(workflow, client):
+    take(client, stateMachineArns=[workflow.arn.replace(":Orders", ":*")])
+
+    absent = call(client, "post", "/resume", {"stateMachineArn": workflow.arn.replace(":Orders", ":Absent")})
+    covered = call(client, "post", "/resume", {"stateMachineArn": workflow.arn})
+
+    assert (absent.status_code, absent.json_body["Code"]) == (404, "StateMachineNotFound")
+    assert (covered.status_code, covered.json_body["Code"]) == (409, "MaintenanceIsOn")
+
+
 def test_the_holds_api_lists_filters_pages_and_forgets_ended_holds(workflow, client):
     on_machine = take(client, stateMachineArns=[workflow.arn])
     on_db = [take(client, guards=["orders-db"]) for _ in range(3)]
