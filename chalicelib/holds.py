@@ -285,9 +285,7 @@ class Coverage:
         return [
             hold
             for hold in book.holds
-            if hold.active(now)
-            and allowed
-            and (hold.scope.covers_machine(machine) or hold.scope.covers_guards(guards))
+            if hold.active(now) and allowed and (hold.scope.covers_machine(machine) or hold.scope.covers_guards(guards))
         ]
 
     def task_held(self, machine: StateMachineArn, guards: Iterable[str]) -> frozenset[str]:

@@ -1006,6 +1006,26 @@ def test_hold_holds_and_release_work_against_the_real_api(stack, machine):
     assert stack.held(machine) == []
 
 
+def test_off_names_the_holds_still_on_and_off_force_ends_them_against_the_real_api(stack, machine):
+    name = machine.rsplit(":", 1)[1]
+    stack.hold(machine, "waiting")
+    hold_id = cli("hold", "--api", stack.api, "--state-machine", machine, "--ttl", "5m").stdout.strip()
+
+    status = cli("status", "--api", stack.api, "--state-machine", machine)
+    # off --wait would only wait out its timeout while the hold keeps the execution: it says why at once.
+    waiting = cli("off", "--wait", "--timeout", "60", "--api", stack.api, "--state-machine", machine)
+    forced = cli("off", "--force", "--api", stack.api, "--state-machine", machine)
+
+    assert f"{name}: maintenance on; held by {hold_id}\n" in status.stdout, status.stdout
+    assert waiting.code == 1, waiting.stderr
+    assert f"the switch was already off; still held by {hold_id} (release them, or --force)" in waiting.stderr
+    assert f"stay held by {hold_id}; release those holds" in waiting.stderr, waiting.stderr
+    assert waiting.seconds < 30
+    assert forced.code == 0, forced.stderr
+    assert f"ended the holds {hold_id}; resumed 1" in forced.stdout, forced.stdout
+    assert stack.held(machine) == []
+
+
 def test_run_holds_around_a_failing_command_and_releases_it_against_the_real_api(stack, machine):
     stack.hold(machine, "waiting")
     command = [sys.executable, "-c", "import sys; sys.exit(3)"]

@@ -151,7 +151,7 @@ def test_on_wait_drained_times_out_with_exit_3_and_lists_who_is_still_inside(mai
     assert all(answer["drained"] is False for _, answer in maintenance.answered)
     assert f"sfn-pauser: Orders: at least 25 inside, the oldest since {SINCE_7} (waited " in run.stderr
     assert f"sfn-pauser: Orders: at least 25 still inside, the oldest since {SINCE_7}\n" in run.stderr
-    assert f"sfn-pauser:   {RUN_7} (inside since {SINCE_7}, entered at ChargeCard)\n" in run.stderr
+    assert f"sfn-pauser:   {RUN_7} (inside since {SINCE_7}, entry ChargeCard)\n" in run.stderr
     assert f"sfn-pauser:   {RUN_7}b (inside since {SINCE_8})\n" in run.stderr
     assert "sfn-pauser:   ... and at least 23 more, not listed\n" in run.stderr
     assert "sfn-pauser: timed out: Orders: not drained after " in run.stderr
@@ -274,8 +274,8 @@ def test_run_does_not_run_the_command_when_the_drain_times_out_and_releases_the_
     assert holds.sequence()[-1] == ("DELETE", f"/holds/{HOLD_ID}")
     assert run.stdout == ""
     assert f"{HOLD_ID}: 2 still inside the protected sections it covers\n" in run.stderr
-    assert f"sfn-pauser:   {RUN_7} (inside since {SINCE_7}, entered at ChargeCard)\n" in run.stderr
-    assert f"sfn-pauser:   {RUN_8} (inside since {SINCE_8}, entered at CallPsp)\n" in run.stderr
+    assert f"sfn-pauser:   {RUN_7} (inside since {SINCE_7}, entry ChargeCard)\n" in run.stderr
+    assert f"sfn-pauser:   {RUN_8} (inside since {SINCE_8}, entry CallPsp)\n" in run.stderr
     assert f"{HOLD_ID}: released\n" in run.stderr
     assert f"timed out: {HOLD_ID}: not drained after " in run.stderr
     assert "the command was not run" in run.stderr

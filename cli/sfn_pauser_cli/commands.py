@@ -209,10 +209,16 @@ def _wait_until_drained(api: Api, output: Output, switched: dict[str, Any], dead
         if held == 0:
             output.progress(f"{name}: nothing held ({total} released) after {time.monotonic() - started:.0f}s")
             return
-        if status.get("maintenance"):
+        holds = [str(why) for why in status.get("heldBy") or () if why != "tag"]
+        if status.get("maintenance") and not holds:
             raise Failure(
                 f"{name}: maintenance is on again{_set_by(status)}, so {held} held executions stay held; "
                 "this command does not switch it off a second time"
+            )
+        if holds:
+            raise Failure(
+                f"{name}: {held} held executions stay held by {', '.join(holds)}; "
+                "release those holds (sfn-pauser release HOLD_ID), or switch off with --force"
             )
         if smallest is None or held < smallest:
             smallest, flat = held, 0
@@ -315,8 +321,15 @@ def _switch_line(result: dict[str, Any]) -> str:
     if result.get("dryRun"):
         verb = f"would switch maintenance {state}" if result.get("changed") else f"maintenance would stay {state}"
         return f"{name}: dry run: {verb}; {_count(result, 'paused')} held"
-    text = f"{name}: maintenance {'switched' if result.get('changed') else 'was already'} {state}"
-    text += _reason_until(result)
+    if result.get("stillHeldBy"):
+        # Off ends the tag only: holds taken by others keep maintenance on (or some checkpoints held).
+        text = f"{name}: the switch {'switched' if result.get('changed') else 'was already'} off"
+        text += f"; still held by {', '.join(map(str, result['stillHeldBy']))} (release them, or --force)"
+    else:
+        text = f"{name}: maintenance {'switched' if result.get('changed') else 'was already'} {state}"
+        text += _reason_until(result)
+    if result.get("endedHolds"):
+        text += f"; ended the holds {', '.join(map(str, result['endedHolds']))}"
     if any(key in result for key in ("resumed", "remaining")):
         text += f"; {_counts(result)}"
     return text
@@ -327,8 +340,10 @@ def _status_lines(statuses: Iterator[dict[str, Any]] | Any) -> list[str]:
     for status in statuses:
         name = _name(status.get("stateMachineArn"))
         state = f"{name}: maintenance {_on_off(status.get('maintenance'))}"
-        if status.get("maintenance"):
-            state += f" since {status.get('since') or '?'}{_set_by(status)}"
+        if status.get("maintenance") and status.get("since"):  # the tag's; a hold alone has none
+            state += f" since {status['since']}{_set_by(status)}"
+        if status.get("heldBy"):
+            state += f"; held by {', '.join(map(str, status['heldBy']))}"
         lines.append(state + _reason_until(status))
         held = f"{name}: {_count(status, 'paused')} held{_oldest(status)}"
         if status.get("quarantined"):

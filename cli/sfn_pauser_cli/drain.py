@@ -259,7 +259,7 @@ def still_inside_lines(subject: Subject, reading: Reading | None, problem: str |
         if subject.machine is None:
             lines.append(f"{name}: {len(group)} still inside")
         for item in group:
-            entry = f", entered at {item.entry}" if item.entry else ""
+            entry = f", entry {item.entry}" if item.entry else ""  # a Map iteration's own
             lines.append(f"  {item.execution} (inside since {item.since or '?'}{entry})")
     unlisted = reading.inside - len(reading.executions)
     if unlisted > 0 or (reading.capped and reading.executions):

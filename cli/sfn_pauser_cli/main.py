@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     off = subcommand("off", "Switch maintenance off and resume what is held.", several)
     off.add_argument("--reason", help="why, recorded in the audit trail")
     off.add_argument("--no-resume", action="store_true", help="leave what is held for a later `resume`")
+    off.add_argument(
+        "--force",
+        action="store_true",
+        help="also end every active hold that covers the machine (audited; other pipelines lose theirs)",
+    )
     _wait_options(off, "return only once nothing is held (progress on stderr)", "")
     off.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
@@ -414,6 +419,8 @@ def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
             options["until"] = args.until
         if args.command == "off" and args.no_resume:
             options["resume"] = False
+        if args.command == "off" and args.force:
+            options["force"] = True
         if args.dry_run:
             options["dryRun"] = True
         timeout = DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout
