@@ -22,7 +22,7 @@ from chalicelib.fleet import known_machines
 from chalicelib.holds import MAX_HOLDS, MAX_SERIES, TAG_HOLD, Book, Hold, HoldBook, Recurrence, Scope
 from chalicelib.maintenance import MaintenanceControl
 from chalicelib.sections import SHOWN, Sections
-from chalicelib.store import TokenStore
+from chalicelib.store import TokenStore, iso_timestamp
 
 
 class HoldControl:
@@ -171,7 +171,7 @@ class HoldControl:
 
     def _drain(self, hold: Hold, machines: list[StateMachineArn]) -> dict[str, Any]:
         """Whether the hold's scope is drained: it is active and nobody is inside a section it covers."""
-        inside, capped, shown = 0, False, []
+        inside, capped, shown, oldest = 0, False, [], None
         for machine in machines:
             # A hold on the machine covers every section of it; one on a dependency only the
             # executions whose checkpoint guards it.
@@ -179,12 +179,15 @@ class HoldControl:
             occupancy = self._sections.occupancy(machine, guards)
             inside += occupancy.count
             capped |= occupancy.capped
+            if occupancy.oldest is not None and (oldest is None or occupancy.oldest < oldest):
+                oldest = occupancy.oldest
             shown += [{"stateMachineArn": machine.unqualified, **each.as_dict()} for each in occupancy.shown]
         shown.sort(key=lambda each: str(each["since"]))
         return {
             "drained": hold.active(self._now()) and inside == 0 and not capped,
             "inside": inside,
             "insideCapped": capped,
+            "oldestInsideAt": iso_timestamp(oldest) if oldest else None,
             "insideExecutions": shown[:SHOWN],
         }
 

@@ -118,7 +118,9 @@ class Sections:
             matching = [inside for inside in found if guards.intersection(inside.guards)]
             return Occupancy(len(matching), False, matching[0].since if matching else None, tuple(matching[:SHOWN]))
         shown = tuple(inside for key, _, _ in listed[:SHOWN] if (inside := self._read(key)) is not None)
-        return Occupancy(min(len(listed), COUNTED), capped, listed[0][1] if listed else None, shown)
+        # The entries' own times to the millisecond; S3's LastModified (the listing's order) has seconds.
+        oldest = min((inside.since for inside in shown), default=listed[0][1] if listed else None)
+        return Occupancy(min(len(listed), COUNTED), capped, oldest, tuple(sorted(shown, key=lambda i: i.since)))
 
     def check_stale(self, deadline: Deadline, home: AccountRegion | None) -> int:
         """The sweep's share: ask about up to ``CHECKS_PER_SWEEP`` old entries, remove the ended ones."""

@@ -158,8 +158,10 @@ def test_a_dependency_hold_is_drained_only_when_no_checkpoint_guarding_it_is_ins
     during = client.http.get(f"/holds/{hold_id}", headers=JSON).json_body
     assert (during["drained"], during["inside"]) == (False, 1)
     assert during["insideExecutions"][0]["executionArn"] == execution
+    assert during["oldestInsideAt"] == status(client, flow.arn)["oldestInsideAt"]
     flow.wait_for(execution, "SUCCEEDED")
-    assert client.http.get(f"/holds/{hold_id}", headers=JSON).json_body["drained"] is True
+    after = client.http.get(f"/holds/{hold_id}", headers=JSON).json_body
+    assert (after["drained"], after["oldestInsideAt"]) == (True, None)
     other = client.http.post("/holds", headers=JSON, body=json.dumps({"guards": ["payments-api"]})).json_body
     assert client.http.get(f"/holds/{other['holdId']}", headers=JSON).json_body["drained"] is True
 
