@@ -249,8 +249,17 @@ class HoldControl:
     @aws_errors_as_http
     def overview(self, page: Page) -> dict[str, Any]:
         """``GET /maintenance``: the machines in maintenance or holding tokens; a hold on a machine is on."""
-        answer = self._control.overview(page)
         book = self._book.read()
+        now = self._now()
+        # Machines named in an active hold are in maintenance, held executions or not.
+        named = {
+            _machine(arn)
+            for hold in book.holds
+            if hold.active(now)
+            for arn in hold.scope.machines
+            if "*" not in arn and "?" not in arn
+        }
+        answer = self._control.overview(page, named, held=lambda machine: bool(self.machine_holds(machine, book)))
         for entry in answer["stateMachines"]:
             if "error" not in entry:
                 holds = self.machine_holds(_machine(entry["stateMachineArn"]), book)

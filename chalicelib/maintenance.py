@@ -7,7 +7,7 @@ existence and type, and recorded in the audit trail with who did it and why.
 import contextlib
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -265,17 +265,28 @@ class MaintenanceControl:
         }
 
     @aws_errors_as_http
-    def overview(self, page: Page) -> dict[str, Any]:
-        """Every machine that holds tokens or is in maintenance (as mirrored), by ARN,
-        with who switched it on and why (from the reads that decide `maintenance`: no extra call).
+    def overview(
+        self,
+        page: Page,
+        named: Iterable[StateMachineArn] = (),
+        held: Callable[[StateMachineArn], bool] = lambda machine: False,
+    ) -> dict[str, Any]:
+        """Every machine that holds tokens or is in maintenance (as mirrored, or ``held``
+        by something besides the tag; ``named`` are machines to look at besides those
+        known from the bucket), by ARN, with who switched it on and why (from the reads
+        that decide `maintenance`: no extra call).
 
         A machine that cannot be read (deleted, denied, throttled) is listed with
         its own error; the others are listed as usual.
         """
-        machines = sorted(known_machines(self._flag, self._store).machines, key=str)
+        machines = sorted({*known_machines(self._flag, self._store).machines, *named}, key=str)
         machines = [m for m in machines if self.allows(m) and (not page.next_token or str(m) > page.next_token)]
         listed: list[dict[str, Any]] = []
-        for position, (_, entry) in enumerate(self._fleet.each("overview", machines, self._overview_entry)):
+
+        def entry_of(machine: StateMachineArn) -> dict[str, Any] | None:
+            return self._overview_entry(machine, listed_anyway=held(machine))
+
+        for position, (_, entry) in enumerate(self._fleet.each("overview", machines, entry_of)):
             if isinstance(entry, MachineError):
                 listed.append(entry.as_entry())
             elif entry is not None:
@@ -284,12 +295,12 @@ class MaintenanceControl:
                 return {"stateMachines": listed, "nextToken": encode_next_token(listed[-1]["stateMachineArn"])}
         return {"stateMachines": listed, "nextToken": None}
 
-    def _overview_entry(self, machine: StateMachineArn) -> dict[str, Any] | None:
+    def _overview_entry(self, machine: StateMachineArn, *, listed_anyway: bool = False) -> dict[str, Any] | None:
         # One page per machine: a page of the overview may name 1,000 machines.
         held = self._store.count_held(machine, pages=1)
         state = self._flag.state_now(machine)
         on = state.effective(self._now())
-        if not on and not held.count and not held.capped:
+        if not on and not held.count and not held.capped and not listed_anyway:
             return None
         return {
             "stateMachineArn": machine.unqualified,

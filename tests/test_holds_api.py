@@ -262,6 +262,26 @@ def test_resuming_a_machine_a_pattern_hold_covers_answers_404_when_it_does_not_e
     assert (covered.status_code, covered.json_body["Code"]) == (409, "MaintenanceIsOn")
 
 
+def test_the_overview_lists_a_machine_a_hold_covers_before_anything_is_held(aws, workflow, client, routed_lambda):
+    # Named in a hold, or matched by a pattern hold, with nothing held yet and no tag:
+    # still in maintenance, so the overview (and `sfn-pauser status`) shows it.
+    billing = guarded(aws, routed_lambda, "Billing", None)
+    # A switch writes the machine's flag mirror: what makes a machine known without held tokens.
+    switched = call(client, "post", "/maintenance", {"stateMachineArn": billing.arn, "enabled": False})
+    assert switched.status_code == 200, switched.body
+    assert call(client, "get", "/maintenance").json_body["stateMachines"] == []
+    named = take(client, stateMachineArns=[workflow.arn])["holdId"]
+    pattern = take(client, stateMachineArns=[billing.arn.replace(":Billing", ":Bill*")])["holdId"]
+
+    entries = {each["stateMachineArn"]: each for each in call(client, "get", "/maintenance").json_body["stateMachines"]}
+
+    assert (entries[workflow.arn]["maintenance"], entries[workflow.arn]["holds"]) == (True, [named])
+    assert (entries[workflow.arn]["paused"], entries[billing.arn]["holds"]) == (0, [pattern])
+    release(client, named)
+    release(client, pattern)
+    assert call(client, "get", "/maintenance").json_body["stateMachines"] == []
+
+
 def test_the_holds_api_lists_filters_pages_and_forgets_ended_holds(workflow, client):
     on_machine = take(client, stateMachineArns=[workflow.arn])
     on_db = [take(client, guards=["orders-db"]) for _ in range(3)]

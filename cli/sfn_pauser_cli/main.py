@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommand(
         "status",
         "Show maintenance and what is held: for one state machine, or without --state-machine a table of "
-        "every one in maintenance or holding executions.",
+        "every one in maintenance (the tag or a hold) or holding executions.",
         "the state machine (leave it out for the table of all)",
     )
 
