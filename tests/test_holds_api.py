@@ -363,6 +363,42 @@ def test_a_renew_racing_the_expiry_either_keeps_everything_held_or_resumes_it(wo
     assert workflow.held_keys() == []
 
 
+def test_a_release_racing_a_new_hold_lifts_nothing_the_new_hold_covers_and_strands_nothing(workflow, client, caplog):
+    # The book's conditional writes order the two. Either the release's lift saw the new
+    # hold (the executions stay held until it ends), or it came first and resumed them
+    # before the new hold existed. Either way each execution resumes exactly once.
+    first = take(client, stateMachineArns=[workflow.arn])
+    executions = [workflow.start({"order": n}) for n in range(3)]
+    workflow.wait_held(3)
+    barrier = threading.Barrier(2)
+    answers: dict[str, Any] = {}
+
+    def release_first() -> None:
+        barrier.wait()
+        answers["release"] = release(client, first["holdId"])
+
+    def take_second() -> None:
+        barrier.wait()
+        answers["take"] = take(client, stateMachineArns=[workflow.arn])
+
+    threads = [threading.Thread(target=release_first), threading.Thread(target=take_second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    second = answers["take"]["holdId"]
+    if answers["release"]["stillHeld"]:
+        assert answers["release"]["stillHeld"] == [{"stateMachineArn": workflow.arn, "heldBy": [second]}]
+        assert [workflow.status(each) for each in executions] == ["RUNNING"] * 3
+        assert len(workflow.held_keys()) == 3
+    release(client, second)
+    for each in executions:
+        workflow.wait_for(each, "SUCCEEDED")
+    assert workflow.held_keys() == []
+    assert resumed_executions(caplog) == Counter(executions)
+
+
 def test_a_release_leaves_another_accounts_machines_to_their_own_sweep(aws, bucket, client):
     # A namesake in another account guards the same dependency and shares the bucket:
     # this role cannot answer its tokens (AWS would call them invalid, and quarantine
