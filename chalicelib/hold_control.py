@@ -179,7 +179,9 @@ class HoldControl:
         events, next_key = self._audit.hold_page(hold_id, page.limit, page.next_token)
         # A page past the end of a real hold's history is empty, not missing: its first page says which.
         if not events and (page.next_token is None or not self._audit.hold_page(hold_id, 1, None)[0]):
-            raise HoldNotFound(f"holdId: {hold_id} has no recorded history; no such hold was taken here")
+            raise HoldNotFound(
+                f"holdId: {hold_id} has no recorded history (never taken here, or past AuditRetentionDays)"
+            )
         return {"holdId": hold_id, "events": events, "nextToken": encode_next_token(next_key)}
 
     def _drain(self, hold: Hold, machines: list[StateMachineArn]) -> dict[str, Any]:
