@@ -13,6 +13,7 @@ from chalicelib.arns import AccountRegion, account_region_of
 from chalicelib.commands import (
     json_body,
     parse_abort,
+    parse_hold_audit_page,
     parse_hold_id,
     parse_holds_query,
     parse_new_hold,
@@ -110,6 +111,12 @@ def list_holds() -> dict[str, Any]:
 @app.route("/holds/{hold_id}", methods=["GET"], authorizer=iam)
 def get_hold(hold_id: str) -> dict[str, Any]:
     return get_services().holds.get(parse_hold_id(hold_id))
+
+
+@app.route("/holds/{hold_id}/audit", methods=["GET"], authorizer=iam)
+def hold_audit_trail(hold_id: str) -> dict[str, Any]:
+    page = parse_hold_audit_page(app.current_request.query_params)
+    return get_services().holds.audit(parse_hold_id(hold_id), page)
 
 
 @app.route("/holds/{hold_id}/renew", methods=["POST"], authorizer=iam)

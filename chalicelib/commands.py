@@ -258,6 +258,7 @@ def _until(fields: Fields, now: datetime) -> datetime | None:
 HOLD_FIELDS = ["stateMachineArns", "guards", "reason", "ttlSeconds", "startsAt", "expiresAt", "recurrence"]
 RENEW_FIELDS = ["ttlSeconds"]
 HOLDS_QUERY = ["stateMachineArn", "guard", "maxResults", "nextToken"]
+HOLD_AUDIT_QUERY = ["limit", "nextToken"]
 RECURRENCE_FIELDS = ["schedule", "durationSeconds"]
 _HOLD_ID = re.compile(r"hold-[0-9a-f]{16}")
 _PATTERN_CHARACTERS = re.compile(r"[*?]")
@@ -371,6 +372,13 @@ def parse_holds_query(query: Mapping[str, str] | None) -> HoldsQuery:
         raise InvalidField("guard", f"expected {GUARD_NAME_EXPECTED}, got {guard!r}")
     machine = parse_state_machine_arn(arn) if arn else None
     return HoldsQuery(machine, guard, _page_size(fields, "maxResults"), _next_token(fields))
+
+
+def parse_hold_audit_page(query: Mapping[str, str] | None) -> Page:
+    """``GET /holds/{holdId}/audit?limit=&nextToken=``: paged as ``GET /audit`` is; the hold is in the path."""
+    fields = Fields(dict(query or {}), what="query")
+    fields.reject_unknown(HOLD_AUDIT_QUERY)
+    return Page(machine=None, limit=_page_size(fields, "limit"), next_token=_next_token(fields))
 
 
 def _scope_machines(fields: Fields, most: int) -> tuple[str, ...]:

@@ -169,6 +169,21 @@ class HoldControl:
         affected = self.affected(hold)
         return {**hold.as_dict(now), "affected": [str(machine) for machine in affected], **self._drain(hold, affected)}
 
+    @aws_errors_as_http
+    def audit(self, hold_id: str, page: Page) -> dict[str, Any]:
+        """``GET /holds/{holdId}/audit``: who took, renewed, released or ended the hold, newest first.
+
+        Read from the trail, not the book, so it answers for a hold that has ended too
+        (which ``GET /holds/{holdId}`` no longer knows). 404 for an id with no event at all.
+        """
+        events, next_key = self._audit.hold_page(hold_id, page.limit, page.next_token)
+        # A page past the end of a real hold's history is empty, not missing: its first page says which.
+        if not events and (page.next_token is None or not self._audit.hold_page(hold_id, 1, None)[0]):
+            raise HoldNotFound(
+                f"holdId: {hold_id} has no recorded history (never taken here, or past AuditRetentionDays)"
+            )
+        return {"holdId": hold_id, "events": events, "nextToken": encode_next_token(next_key)}
+
     def _drain(self, hold: Hold, machines: list[StateMachineArn]) -> dict[str, Any]:
         """Whether the hold's scope is drained: it is active and nobody is inside a section it covers."""
         inside, capped, shown, oldest = 0, False, [], None

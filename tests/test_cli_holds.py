@@ -1,9 +1,10 @@
-"""The CLI's hold commands (hold, renew, release, holds, run) against test_cli's scripted API.
+"""The CLI's hold commands (hold, renew, release, holds, audit --hold, run) against test_cli's scripted API.
 
 The server's holds API is not there yet, so these tests state its contract in
 the scripted answers: POST /holds (201, the hold), POST /holds/{id}/renew (the
 hold, or 404 once it has ended), DELETE /holds/{id} (released, resumed,
-stillHeld), GET /holds (holds, nextToken) and GET /holds/{id} (the hold, and
+stillHeld), GET /holds (holds, nextToken), GET /holds/{id}/audit (holdId,
+events newest first, nextToken; 404 for an id with no history) and GET /holds/{id} (the hold, and
 whether anyone is inside a protected section it covers: drained, inside,
 insideExecutions; test_cli_drain.py waits on it). Each runs the CLI as a pipeline
 would, in a subprocess. ``run``'s command is a small Python script that calls
@@ -63,6 +64,19 @@ RELEASED = {
     "stillHeld": [{"stateMachineArn": PAYMENTS, "heldBy": ["hold-other", "tag"]}],
 }
 NOT_FOUND = (404, {}, {"Code": "NotFoundError", "Message": f"holdId: no hold {HOLD_ID} (it has ended)"})
+# GET /holds/{id}/audit: the history of a hold that has ended, newest first, and more to come.
+HISTORY = {
+    "holdId": HOLD_ID,
+    "events": [
+        {"at": "2026-01-01T10:20:00.000Z", "action": "released", "holdId": HOLD_ID, "actor": "release-bot"},
+        {"at": "2026-01-01T10:10:00.000Z", "action": "renew", "holdId": HOLD_ID, "actor": BY,
+         "expiresAt": "2026-01-01T10:40:00.000Z"},
+        {"at": "2026-01-01T10:00:00.000Z", "action": "hold", "holdId": HOLD_ID, "actor": BY,
+         "hold": {"holdId": HOLD_ID, "scope": {"stateMachineArns": [ORDERS], "guards": ["db"]}, "reason": "deploy 42",
+                  "by": BY, "createdAt": "2026-01-01T10:00:00.000Z", "expiresAt": "2026-01-01T10:30:00.000Z"}},
+    ],
+    "nextToken": "b2xkZXI",
+}  # fmt: skip
 # GET /holds/{id} when nobody is inside a protected section the hold covers: run starts its command.
 DRAINED = (200, {}, a_hold(drained=True, inside=0, insideExecutions=[]))
 
@@ -77,6 +91,7 @@ class HoldsApi:
         self.renewals: list[Reply] = [(200, {}, a_hold(expiresAt="2026-01-01T10:31:00.000Z"))]
         self.release: Reply = (200, {}, RELEASED)
         self.states: list[Reply] = [DRAINED]
+        self.history: Reply = (200, {}, HISTORY)
         self.answered: list[tuple[str, str, Any]] = []
         scripted.respond = self.answer
 
@@ -96,6 +111,8 @@ class HoldsApi:
             return self.renewals[min(len(self.renews()), len(self.renewals)) - 1]
         if (request.method, request.path) == ("DELETE", f"/holds/{HOLD_ID}"):
             return self.release
+        if (request.method, request.path) == ("GET", f"/holds/{HOLD_ID}/audit"):
+            return self.history
         if (request.method, request.path) == ("GET", f"/holds/{HOLD_ID}"):
             return self.states[min(len(self.scripted.of("GET", f"/holds/{HOLD_ID}")), len(self.states)) - 1]
         return 599, {}, {"Code": "Unscripted", "Message": f"{request.method} {request.path}"}
@@ -273,6 +290,41 @@ def test_a_hold_id_is_one_quoted_path_segment_and_signed_as_sent(scripted):
     assert signature_of(request, "eu-central-1") == signed["signature"]
 
 
+def test_audit_hold_shows_who_took_renewed_and_released_it_newest_first(api):
+    run = cli("audit", "--hold", HOLD_ID, "--limit", "3", "--next-token", "bmV3ZXI", "--api", api.scripted.url)
+
+    assert run.code == 0, run.stderr
+    [request] = api.scripted.requests
+    assert (request.method, request.path, request.query) == (
+        "GET", f"/holds/{HOLD_ID}/audit", {"limit": "3", "nextToken": "bmV3ZXI"},
+    )  # fmt: skip
+    assert run.stdout.splitlines() == [
+        "2026-01-01T10:20:00.000Z  released  by release-bot",
+        f'2026-01-01T10:10:00.000Z  renew  by {BY}  expiresAt="2026-01-01T10:40:00.000Z"',
+        f'2026-01-01T10:00:00.000Z  hold  by {BY}  scope="guards db; Orders" reason="deploy 42" '
+        'expiresAt="2026-01-01T10:30:00.000Z"',
+        "(older events: --next-token b2xkZXI)",
+    ]
+
+
+def test_audit_hold_json_prints_the_answer_as_it_is(api):
+    run = cli("audit", "--hold", HOLD_ID, "--json", "--api", api.scripted.url)
+
+    assert run.code == 0, run.stderr
+    assert api.scripted.requests[0].query == {}
+    assert run.json() == HISTORY
+
+
+def test_audit_of_a_hold_with_no_history_is_exit_1_with_the_code_and_message(api):
+    api.history = (404, {}, {"Code": "HoldNotFound", "Message": f"holdId: {HOLD_ID} has no recorded history"})
+
+    run = cli("audit", "--hold", HOLD_ID, "--api", api.scripted.url)
+
+    assert run.code == 1
+    assert run.stdout == ""
+    assert f"HoldNotFound: holdId: {HOLD_ID} has no recorded history (HTTP 404)" in run.stderr
+
+
 def hold_rows(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
     assert re.match(r"HOLD\s+ACTIVE\s+SCOPE\s+BY\s+EXPIRES\s+NEXT OPENING\s+REASON$", lines[0]), stdout
@@ -377,6 +429,10 @@ def test_holds_says_when_there_are_none_and_stops_on_a_repeated_page(scripted):
         (["holds", "--guard", "db deploy"], "argument --guard: expected a guard name"),
         (["holds", "--state-machine", PATTERN], "expected a state machine ARN"),
         (["holds", "--state-machine", ORDERS, "--state-machine", PAYMENTS], "holds takes one --state-machine"),
+        (["audit"], "audit takes --state-machine ARN or --hold HOLD_ID (one of the two)"),
+        (["audit", "--hold", HOLD_ID, "--state-machine", ORDERS], "audit takes --state-machine ARN or --hold HOLD_ID"),
+        (["audit", "--hold", ".."], "argument --hold: expected a hold ID"),
+        (["audit", "--hold", HOLD_ID, "--limit", "0"], "argument --limit"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2_without_a_request(scripted, arguments, message):

@@ -7,7 +7,7 @@ the control folder's part, such as ``claims`` or ``tokens``, the token index).
 The matrix is every (entry point, call site, fault) with the five faults of
 :mod:`tests.fault_injection`, so a new call in the code is a new row without
 anyone writing a test for it. The matrix holds
-640 cells (128 call sites of 18 entry points, 5 faults each); a test keeps this
+650 cells (130 call sites of 19 entry points, 5 faults each); a test keeps this
 figure honest, so a new call site means updating it here and in docs/reliability.md.
 
 A cell runs the entry point with the fault on that call site (for the pauser,
@@ -398,6 +398,7 @@ ENTRY_POINTS = {
         _hold_entry("DELETE /holds/{id}", "DELETE", "/holds/{hold}", taken=True, releases=True),
         _hold_entry("GET /holds", "GET", "/holds", taken=True, releases=False),
         _hold_entry("GET /holds/{id}", "GET", "/holds/{hold}", taken=True, releases=False),
+        _hold_entry("GET /holds/{id}/audit", "GET", "/holds/{hold}/audit", taken=True, releases=False),
     )
 }
 

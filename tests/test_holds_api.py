@@ -309,6 +309,67 @@ def test_the_holds_api_lists_filters_pages_and_forgets_ended_holds(workflow, cli
     assert call(client, "post", f"/holds/{on_machine['holdId']}/renew").status_code == 404
 
 
+def trail(client: Any, hold_id: str, query: str = "") -> dict[str, Any]:
+    response = call(client, "get", f"/holds/{hold_id}/audit{query}")
+    assert response.status_code == 200, response.body
+    return response.json_body
+
+
+def test_a_holds_audit_trail_says_who_took_renewed_and_released_it_newest_first(workflow, client, monkeypatch):
+    def as_caller(name: str) -> None:
+        monkeypatch.setattr(chalice_app, "_caller", lambda: f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}")
+
+    as_caller("deployer")
+    hold_id = take(client, stateMachineArns=[workflow.arn], reason="deploy 42")["holdId"]
+    as_caller("on-call")
+    call(client, "post", f"/holds/{hold_id}/renew", {"ttlSeconds": 1200})
+    as_caller("release-bot")
+    release(client, hold_id)
+
+    # Ended, it is gone from the holds; its history is not.
+    assert call(client, "get", f"/holds/{hold_id}").status_code == 404
+    answer = trail(client, hold_id)
+    assert (answer["holdId"], answer["nextToken"]) == (hold_id, None)
+    assert [(event["action"], event["actor"].rsplit("/", 1)[1]) for event in answer["events"]] == [
+        ("released", "release-bot"),
+        ("renew", "on-call"),
+        ("hold", "deployer"),
+    ]
+    assert {event["holdId"] for event in answer["events"]} == {hold_id}
+    taken = answer["events"][-1]
+    assert (taken["hold"]["reason"], taken["hold"]["scope"]["stateMachineArns"]) == ("deploy 42", [workflow.arn])
+    assert answer["events"][1]["expiresAt"] > taken["hold"]["expiresAt"]
+
+
+def test_a_holds_audit_trail_pages_newest_first_by_next_token(workflow, client):
+    hold_id = take(client, stateMachineArns=[workflow.arn])["holdId"]
+    call(client, "post", f"/holds/{hold_id}/renew", {"ttlSeconds": 1200})
+    release(client, hold_id)
+
+    actions, token = [], None
+    while True:
+        page = trail(client, hold_id, "?limit=1" + (f"&nextToken={token}" if token else ""))
+        assert len(page["events"]) == 1, page
+        actions += [event["action"] for event in page["events"]]
+        token = page["nextToken"]
+        if not token:
+            break
+    assert actions == ["released", "renew", "hold"]
+    first = trail(client, hold_id, "?limit=1")["nextToken"]
+    # Another hold's token is a valid position, but an id with no history is still unknown.
+    unknown = call(client, "get", f"/holds/hold-0123456789abcdef/audit?nextToken={first}")
+    assert (unknown.status_code, unknown.json_body["Code"]) == (404, "HoldNotFound")
+
+
+def test_a_hold_ended_by_forcing_maintenance_off_says_so_in_its_trail(workflow, client):
+    hold_id = take(client, stateMachineArns=[workflow.arn])["holdId"]
+
+    call(client, "post", "/maintenance", {"stateMachineArn": workflow.arn, "enabled": False, "force": True})
+
+    [forced, taken] = trail(client, hold_id)["events"]
+    assert (forced["action"], forced["stateMachineArns"], taken["action"]) == ("forced-off", [workflow.arn], "hold")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "field"),
     [
@@ -318,6 +379,10 @@ def test_the_holds_api_lists_filters_pages_and_forgets_ended_holds(workflow, cli
         ("delete", "/holds/hold-xyz", None, 400, "holdId"),
         ("get", "/holds?guard=a%20b", None, 400, "guard"),
         ("post", "/holds/hold-0123456789abcdef/renew", {"ttlSeconds": 0}, 400, "ttlSeconds"),
+        ("get", "/holds/hold-xyz/audit", None, 400, "holdId"),
+        ("get", "/holds/hold-0123456789abcdef/audit", None, 404, "holdId"),
+        ("get", "/holds/hold-0123456789abcdef/audit?limit=0", None, 400, "limit"),
+        ("get", "/holds/hold-0123456789abcdef/audit?stateMachineArn=x", None, 400, "stateMachineArn"),
     ],
 )
 def test_a_bad_holds_request_gets_a_clear_error(workflow, client, method, path, body, status, field):

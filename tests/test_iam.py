@@ -596,3 +596,30 @@ def test_the_api_rejects_an_express_state_machine_with_400_not_standard_workflow
     assert response.json_body["Code"] == "NotStandardWorkflow"
     assert "stateMachineArn" in response.json_body["Message"]
     assert world.tags("Quick") == {}
+
+
+def test_the_api_reads_an_ended_holds_history_on_its_generated_policy(world_of):
+    world = world_of(full_policies())
+    arn = world.machine("Ledger")
+    hold_id = world.post("/holds", {"stateMachineArns": [arn], "ttlSeconds": 600}).json_body["holdId"]
+    with world.as_function("api_handler"):
+        assert world.api.http.delete(f"/holds/{hold_id}").json_body["released"] is True
+
+    first = world.get(f"/holds/{hold_id}/audit?limit=1")
+    rest = world.get(f"/holds/{hold_id}/audit?nextToken={first.json_body['nextToken']}")
+
+    assert first.status_code == rest.status_code == 200, first.body + rest.body
+    assert [event["action"] for event in first.json_body["events"] + rest.json_body["events"]] == ["released", "hold"]
+    assert world.denied("api_handler") == set()
+
+
+def test_a_hold_history_the_role_may_not_list_is_a_403_not_a_500(world_of):
+    policies = full_policies()
+    policies["api_handler"] = for_moto(without(generated("api_handler"), "s3:ListBucket"))
+    world = world_of(policies)
+    arn = world.machine("Ledger")
+    hold_id = world.post("/holds", {"stateMachineArns": [arn], "ttlSeconds": 600}).json_body["holdId"]
+
+    response = world.get(f"/holds/{hold_id}/audit")
+
+    assert (response.status_code, response.json_body["Code"]) == (403, "AwsAccessDenied"), response.body

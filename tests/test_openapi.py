@@ -50,6 +50,7 @@ from chalicelib.commands import (
     SWITCH_FIELDS,
     HoldLimits,
     parse_abort,
+    parse_hold_audit_page,
     parse_hold_id,
     parse_holds_query,
     parse_new_hold,
@@ -154,6 +155,7 @@ QUERY_PARSERS = {
     ("/maintenance/paused", "get"): (page_of_one,),
     ("/audit", "get"): (page_of_one,),
     ("/holds", "get"): (parse_holds_query,),
+    ("/holds/{hold_id}/audit", "get"): (parse_hold_audit_page,),
 }
 CALLED_BY_VIEW = {
     overview_page: "parse_page(",
@@ -260,8 +262,9 @@ def test_each_query_has_exactly_the_parameters_its_parsers_accept(path, method):
     parsers = QUERY_PARSERS[path, method]
     parameters = query_parameters(path, method)
 
-    assert all(parameter["in"] == "query" for parameter in parameters)
-    names = {parameter["name"] for parameter in parameters}
+    # The hold id in a path is parse_hold_id's (test_each_path_parameter_is_a_hold_id_...).
+    assert all(parameter["in"] in ("query", "path") for parameter in parameters)
+    names = {parameter["name"] for parameter in parameters if parameter["in"] == "query"}
     assert names == set().union(*(accepted_by(parse) for parse in parsers))
     # Every listing pages: a page size (limit, or maxResults for the holds) and a nextToken.
     assert "nextToken" in names and names & {"limit", "maxResults"}
@@ -524,6 +527,21 @@ BOUNDS = {
         parse_holds_query,
         lambda n: {"nextToken": ("MTEx" * n)[:n]},
     ),
+    "hold-audit-limit-at-most": (
+        "#/components/parameters/Limit/schema/maximum",
+        parse_hold_audit_page,
+        lambda n: {"limit": str(n)},
+    ),
+    "hold-audit-limit-at-least": (
+        "#/components/parameters/Limit/schema/minimum",
+        parse_hold_audit_page,
+        lambda n: {"limit": str(n)},
+    ),
+    "hold-audit-next-token": (
+        "#/components/parameters/NextToken/schema/maxLength",
+        parse_hold_audit_page,
+        lambda n: {"nextToken": ("MTEx" * n)[:n]},
+    ),
 }
 
 
@@ -732,7 +750,9 @@ def test_the_documented_defaults_are_what_the_parser_assumes(parse, minimal, sch
 
 
 def test_the_documented_page_size_default_is_what_the_parser_assumes():
-    assert overview_page({}).limit == at("#/components/parameters/Limit/schema/default")
+    assert (
+        overview_page({}).limit == parse_hold_audit_page({}).limit == at("#/components/parameters/Limit/schema/default")
+    )
 
 
 def test_a_hold_is_described_alike_in_every_answer_that_shows_one():
@@ -742,6 +762,11 @@ def test_a_hold_is_described_alike_in_every_answer_that_shows_one():
         assert {key: schema["properties"][key] for key in hold["properties"]} == hold["properties"], name
         assert set(hold["required"]) <= set(schema["required"]), name
     assert at(f"{SCHEMAS}/HoldTaken/properties/affected") == at(f"{SCHEMAS}/HoldDetail/properties/affected")
+    # The audit trail records a hold as taken: all of it but what depends on the moment it is read.
+    as_taken = at(f"{SCHEMAS}/HoldAsTaken")
+    of_the_moment = {"active", "activeUntil", "nextOpening"}
+    assert as_taken["properties"] == {k: v for k, v in hold["properties"].items() if k not in of_the_moment}
+    assert set(as_taken["required"]) == set(hold["required"]) - of_the_moment
 
 
 # -- the ARN pattern against the ARN parser
@@ -854,6 +879,7 @@ NOT_FOUND = {
     ("/audit", "get"),
     ("/holds", "post"),
     ("/holds/{hold_id}", "get"),
+    ("/holds/{hold_id}/audit", "get"),
     ("/holds/{hold_id}/renew", "post"),
 }
 CONFLICT = {
@@ -1088,6 +1114,15 @@ def take_see_renew_and_release_holds(api, client):
     assert (forced["endedHolds"], forced["resumed"]) == ([on_db["holdId"]], 1)
     assert api.delete("/holds/{hold_id}", hold_id=on_db["holdId"])["released"] is False
     assert api.get("/holds/{hold_id}", hold_id=on_db["holdId"])["Code"] == "HoldNotFound"
+    # An ended hold's history: every action recorded for the holds, in one page and in pages of one.
+    history = api.get("/holds/{hold_id}/audit", hold_id=on_orders["holdId"])
+    assert [event["action"] for event in history["events"]] == ["released", "renew", "hold"]
+    assert history["events"][-1]["hold"]["reason"] == "deploy 42"
+    forced_off = api.get("/holds/{hold_id}/audit", hold_id=on_db["holdId"], limit="1")
+    assert forced_off["events"][0]["stateMachineArns"] == [ORDERS]
+    assert api.get("/holds/{hold_id}/audit", hold_id=on_db["holdId"], nextToken=forced_off["nextToken"])["events"]
+    assert api.get("/holds/{hold_id}/audit", hold_id="hold-0123456789abcdef")["Code"] == "HoldNotFound"
+    assert api.get("/holds/{hold_id}/audit", hold_id="hold-1")["Code"] == "InvalidField"
     assert api.post("/holds/{hold_id}/renew", {}, hold_id=on_db["holdId"])["Code"] == "HoldNotFound"
     assert api.delete("/holds/{hold_id}", hold_id=weekly["holdId"])["released"] is True
 

@@ -305,11 +305,19 @@ def abort(api: Api, output: Output, machine: str, options: dict[str, Any]) -> No
 
 def audit(api: Api, output: Output, machine: str, query: dict[str, str]) -> None:
     body = _object(api.get("/audit", {"stateMachineArn": machine, **query}), "GET /audit")
+    output.result(body, audit_lines(body, _name(machine), "stateMachineArn"))
+
+
+def audit_lines(body: dict[str, Any], subject: str, subject_field: str) -> list[str]:
+    """A page of an audit trail, one event a line, and how to ask for the next page.
+
+    ``subject_field`` names what the trail is of (the same in every event), so it is left out.
+    """
     events = body.get("events") if isinstance(body.get("events"), list) else []
-    lines = [_event_line(event) for event in events] or [f"{_name(machine)}: no events"]
+    lines = [_event_line(event, subject_field) for event in events] or [f"{subject}: no events"]
     if body.get("nextToken"):
         lines.append(f"(older events: --next-token {body['nextToken']})")
-    output.result(body, lines)
+    return lines
 
 
 # ---------------------------------------------------------------- wording
@@ -419,10 +427,10 @@ def _clip(text: str) -> str:
     return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
 
 
-def _event_line(event: Any) -> str:
+def _event_line(event: Any, subject_field: str) -> str:
     if not isinstance(event, dict):
         return json.dumps(event)
-    shown = ("at", "action", "actor", "stateMachineArn")
+    shown = ("at", "action", "actor", subject_field)
     rest = " ".join(f"{key}={json.dumps(value)}" for key, value in event.items() if key not in shown)
     return f"{event.get('at', '?')}  {event.get('action', '?')}  by {event.get('actor', '?')}  {rest}".rstrip()
 

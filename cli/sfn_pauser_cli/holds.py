@@ -1,4 +1,4 @@
-"""Holds: take one, renew it, release it, list them, and how each is printed.
+"""Holds: take one, renew it, release it, list them, read one's history, and how each is printed.
 
 A hold keeps executions at the checkpoint for its scope (state machine ARNs or
 ARN patterns, and guards) until it is released or expires. Unlike the
@@ -12,7 +12,17 @@ import json
 from typing import Any
 
 from sfn_pauser_cli.api import Api, ApiError, route
-from sfn_pauser_cli.commands import Failure, Output, _age, _clip, _object, _short_names, _who, every_page
+from sfn_pauser_cli.commands import (
+    Failure,
+    Output,
+    _age,
+    _clip,
+    _object,
+    _short_names,
+    _who,
+    audit_lines,
+    every_page,
+)
 
 # How heldBy names the Maintenance tag (``sfn-pauser on``) among hold IDs.
 TAG_HOLDER = "tag"
@@ -72,7 +82,31 @@ def listing(api: Api, output: Output, query: dict[str, str]) -> None:
     output.result({"holds": found, "nextToken": None}, table(found))
 
 
+def audit(api: Api, output: Output, hold_id: str, query: dict[str, str]) -> None:
+    """``sfn-pauser audit --hold``: who took, renewed, released or ended the hold, newest first.
+
+    It answers for a hold that has ended too; 404 only for an id with no history at all.
+    """
+    body = _object(api.get(route("holds", hold_id, "audit"), query), "GET /holds/{holdId}/audit")
+    events = body.get("events") if isinstance(body.get("events"), list) else []
+    output.result(body, audit_lines({**body, "events": [taken_briefly(event) for event in events]}, hold_id, "holdId"))
+
+
 # ---------------------------------------------------------------- wording
+
+
+def taken_briefly(event: Any) -> Any:
+    """A ``hold`` event with the hold it took cut to one line's fields (``--json`` has it whole).
+
+    >>> taken_briefly({"action": "hold", "hold": {"holdId": "hold-1", "scope": {"guards": ["db"]},
+    ...     "reason": None, "expiresAt": "2026-01-01T10:30:00.000Z"}})
+    {'action': 'hold', 'scope': 'guards db', 'expiresAt': '2026-01-01T10:30:00.000Z'}
+    """
+    if not isinstance(event, dict) or not isinstance(event.get("hold"), dict):
+        return event
+    taken = event["hold"]
+    brief = {key: taken[key] for key in ("reason", "startsAt", "expiresAt", "recurrence") if taken.get(key)}
+    return {**{key: value for key, value in event.items() if key != "hold"}, "scope": scope(taken), **brief}
 
 
 def summary(hold: dict[str, Any]) -> list[str]:

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--state-machine",
             metavar="ARN",
             action="append",
-            required=name != "status",
+            required=name not in ("status", "audit"),
             dest="state_machines",
             type=_matching(_STATE_MACHINE_ARN, "a state machine ARN, arn:aws:states:REGION:ACCOUNT:stateMachine:NAME"),
             help=machine_help,
@@ -223,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     abort.add_argument("--error", help="the Task's error name (default: the API's, SfnPauser.Aborted)")
     abort.add_argument("--cause", help="the Task's failure cause")
 
-    audit = subcommand("audit", "Show who switched, resumed or aborted what, newest first.")
+    audit = subcommand(
+        "audit",
+        "Show who switched, resumed or aborted what, newest first: a state machine's trail, or with --hold a "
+        "hold's (who took, renewed, released or ended it; it answers after the hold has ended).",
+        "the state machine (or --hold)",
+    )
+    audit.add_argument("--hold", metavar="HOLD_ID", type=_hold_id, help="the hold, as `sfn-pauser hold` printed it")
     audit.add_argument("--limit", type=_whole(1, MAX_PAGE), help=f"events per page (1 to {MAX_PAGE})")
     audit.add_argument("--next-token", help="the page after the one that printed this token")
 
@@ -382,6 +388,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--no-resume leaves what is held, so --wait would wait for it in vain")
     if args.command == "abort" and bool(args.execution) == bool(args.all):
         parser.error("abort needs --execution ARN (one or more) or --all")
+    if args.command == "audit" and bool(args.state_machines) == bool(args.hold):
+        parser.error("audit takes --state-machine ARN or --hold HOLD_ID (one of the two)")
 
 
 def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -405,7 +413,7 @@ def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
-    if args.command in HOLD_COMMANDS:
+    if args.command in HOLD_COMMANDS or (args.command == "audit" and args.hold):
         return _run_holds(api, output, args)
     if not args.state_machines:
         commands.overview(api, output)
@@ -443,11 +451,16 @@ def _run(api: Api, output: Output, args: argparse.Namespace) -> int:
         options.update({key: value for key, value in (("error", args.error), ("cause", args.cause)) if value})
         commands.abort(api, output, machine, options)
     else:
-        query = {"limit": str(args.limit)} if args.limit is not None else {}
-        if args.next_token:
-            query["nextToken"] = args.next_token
-        commands.audit(api, output, machine, query)
+        commands.audit(api, output, machine, _page_query(args))
     return EXIT_OK
+
+
+def _page_query(args: argparse.Namespace) -> dict[str, str]:
+    """audit's ``--limit`` and ``--next-token``, as the query string."""
+    query = {"limit": str(args.limit)} if args.limit is not None else {}
+    if args.next_token:
+        query["nextToken"] = args.next_token
+    return query
 
 
 def _run_holds(api: Api, output: Output, args: argparse.Namespace) -> int:
@@ -462,6 +475,8 @@ def _run_holds(api: Api, output: Output, args: argparse.Namespace) -> int:
         holds.renew(api, output, args.hold_id, args.ttl)
     elif args.command == "release":
         holds.release(api, output, args.hold_id)
+    elif args.command == "audit":
+        holds.audit(api, output, args.hold, _page_query(args))
     else:
         query = {"stateMachineArn": args.state_machines[0]} if args.state_machines else {}
         if args.guard:
