@@ -1,7 +1,7 @@
 """The CLI's hold commands (hold, renew, release, holds, audit --hold, run) against test_cli's scripted API.
 
-The server's holds API is not there yet, so these tests state its contract in
-the scripted answers: POST /holds (201, the hold), POST /holds/{id}/renew (the
+These tests state the server's contract in the scripted answers (test_cli.py
+runs hold, release and run against the real API too): POST /holds (201, the hold), POST /holds/{id}/renew (the
 hold, or 404 once it has ended), DELETE /holds/{id} (released, resumed,
 stillHeld), GET /holds (holds, nextToken), GET /holds/{id}/audit (holdId,
 events newest first, nextToken; 404 for an id with no history) and GET /holds/{id} (the hold, and
