@@ -7,7 +7,7 @@ the control folder's part, such as ``claims`` or ``tokens``, the token index).
 The matrix is every (entry point, call site, fault) with the five faults of
 :mod:`tests.fault_injection`, so a new call in the code is a new row without
 anyone writing a test for it. The matrix holds
-650 cells (130 call sites of 19 entry points, 5 faults each); a test keeps this
+725 cells (145 call sites of 20 entry points, 5 faults each); a test keeps this
 figure honest, so a new call site means updating it here and in docs/reliability.md.
 
 A cell runs the entry point with the fault on that call site (for the pauser,
@@ -336,11 +336,16 @@ def _machine(here: World) -> dict[str, Any]:
     return {"stateMachineArn": here.machine}
 
 
-def _hold_entry(name: str, method: str, path: str, *, taken: bool, releases: bool, body: Any = None) -> EntryPoint:
-    """A holds route; with ``taken``, a hold on the machine exists first (``{hold}`` in the path)."""
+def _hold_entry(
+    name: str, method: str, path: str, *, taken: bool, releases: bool, body: Any = None, on: bool = False
+) -> EntryPoint:
+    """A holds route; with ``taken``, a hold on the machine exists first (``{hold}`` in the path).
+
+    ``body`` may be a function of the world (as for ``_api_entry``), and ``on`` sets the tag too.
+    """
 
     def arrange(here: World) -> None:
-        _plain_machine(here, on=False)
+        _plain_machine(here, on=on)
         _seed_tokens(here)
         if taken:
             answer = here.api("POST", "/holds", {"stateMachineArns": [here.machine], "ttlSeconds": 600})
@@ -349,6 +354,7 @@ def _hold_entry(name: str, method: str, path: str, *, taken: bool, releases: boo
 
     def act(here: World) -> Any:
         given = {"stateMachineArns": [here.machine], "ttlSeconds": 600} if body == "scope" else body
+        given = given(here) if callable(given) else given
         return here.api(method, path.replace("{hold}", here.hold_id), given)
 
     return EntryPoint(name, False, arrange, act, releases=releases, route=(method, path))
@@ -399,6 +405,16 @@ ENTRY_POINTS = {
         _hold_entry("GET /holds", "GET", "/holds", taken=True, releases=False),
         _hold_entry("GET /holds/{id}", "GET", "/holds/{hold}", taken=True, releases=False),
         _hold_entry("GET /holds/{id}/audit", "GET", "/holds/{hold}/audit", taken=True, releases=False),
+        # Off with force: the tag and a hold on the machine both end, and what they held resumes.
+        _hold_entry(
+            "POST /maintenance off force",
+            "POST",
+            "/maintenance",
+            taken=True,
+            releases=True,
+            body=lambda here: {**_machine(here), "enabled": False, "force": True},
+            on=True,
+        ),
     )
 }
 
