@@ -234,6 +234,7 @@ class Result:
     stopped_at_cap: bool
     follow: list[tuple[float, float | None, float]]  # (rate, seconds to follow or None, throttled share)
     processes: list[ProcessFigures] = field(default_factory=list)  # one per shard, whether it ran or not
+    stolen: float | None = None  # the share of the machine's CPU time the hypervisor took meanwhile
 
     @property
     def throttled_share(self) -> float:
@@ -717,6 +718,7 @@ def run_scenario(scenario: Scenario, deployed: Deployed, workers: Workers) -> Re
     if len(machines) != 1:
         raise RuntimeError(f"the shards' processes seeded different machines: {machines}")
     workers.bucket.reset(scenario.rate, scenario.burst)
+    cpu_before = _cpu_times()
     started = time.monotonic()
     stop_at = started + scenario.cap_seconds
     workers.state.reset(stop_at)
@@ -731,8 +733,33 @@ def run_scenario(scenario: Scenario, deployed: Deployed, workers: Workers) -> Re
     finished_at = workers.state.finished_at
     changer.join()
     workers.send_all(("finish",))
+    stolen = _stolen_share(cpu_before, _cpu_times())
     figures = [figure for _, figure in sorted(workers.gather("result", timeout=60).items())]
-    return _result(scenario, figures, workers.bucket, started, stop_at, finished_at, boundaries)
+    result = _result(scenario, figures, workers.bucket, started, stop_at, finished_at, boundaries)
+    result.stolen = stolen
+    return result
+
+
+def _cpu_times() -> list[int] | None:
+    """The machine's CPU time so far, by kind (Linux's /proc/stat: user, nice, system, idle, iowait, ..., steal)."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(value) for value in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def _stolen_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the machine's CPU time that a virtual machine's host gave to others (steal) in between.
+
+    A run on a busy host is slower for reasons that are not the engine's: the
+    report says how much, so that a figure can be read with it.
+    """
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    spent = [now - then for now, then in zip(after, before, strict=True)]
+    total = sum(spent)
+    return spent[7] / total if total > 0 else None
 
 
 def _change_quota(
@@ -889,6 +916,8 @@ def report(result: Result, deployed: Deployed, serial: float | None) -> str:
         f"  engine CPU {1000 * result.cpu_per_token:.2f} ms per token over all; the processes' CPU allows "
         f"{result.cpu_allows(deployed.vcpu):.0f} tokens/s together"
     )
+    if result.stolen is not None:
+        lines.append(f"  host: {result.stolen:.1%} of this machine's CPU time was taken by the hypervisor (steal)")
     for rate, seconds, share in result.follow:
         followed = f"followed in {seconds:.1f} s" if seconds is not None else "not followed within the phase"
         lines.append(f"  phase {rate:g}/s: {followed}, {share:.1%} of its SendTask* calls throttled")

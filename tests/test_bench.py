@@ -231,3 +231,13 @@ def test_the_bench_exits_non_zero_exactly_when_a_target_fails(capsys):
     verdicts = [line.split()[0] for line in out.split("targets:")[1].splitlines() if line.strip()]
     assert set(verdicts) <= {"PASS", "FAIL"} and verdicts
     assert code == (1 if "FAIL" in verdicts else 0)
+
+
+def test_the_stolen_share_is_the_hypervisor_s_part_of_the_machine_s_cpu_time() -> None:
+    # /proc/stat's first eight fields: user, nice, system, idle, iowait, irq, softirq, steal.
+    before = [100, 0, 50, 800, 0, 0, 0, 50]
+    after = [400, 0, 150, 1000, 0, 0, 0, 350]
+    assert engine._stolen_share(before, after) == 300 / 900
+    assert engine._stolen_share(before, before) is None  # no time passed: nothing to say
+    assert engine._stolen_share(None, after) is None  # not Linux: the report leaves the line out
+    assert engine._cpu_times() is None or len(engine._cpu_times() or []) == 8
