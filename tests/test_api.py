@@ -34,7 +34,7 @@ def session():
 def warm_session(session, monkeypatch):
     # conftest rebuilds the app's services for each test; one shared boto3 session keeps
     # the parsed service models, which are most of the cost of a cold start.
-    monkeypatch.setattr(boto3.session, "Session", lambda: session)
+    monkeypatch.setattr(boto3.session, "Session", lambda **_: session)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def session():
 def warm_session(session, monkeypatch):
     # Each test builds the app's services afresh; one boto3 session keeps the parsed
     # service models, which are most of the cost of a cold start.
-    monkeypatch.setattr(boto3.session, "Session", lambda: session)
+    monkeypatch.setattr(boto3.session, "Session", lambda **_: session)
 
 
 class Plain:

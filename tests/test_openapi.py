@@ -960,7 +960,7 @@ def session():
 @pytest.fixture
 def plain(session, monkeypatch):
     """moto in plain mode with the bucket, a Standard machine Orders and an Express one, Quick."""
-    monkeypatch.setattr(boto3.session, "Session", lambda: session)  # the app's clients, warm
+    monkeypatch.setattr(boto3.session, "Session", lambda **_: session)  # the app's clients, warm
     with mock_aws():
         session.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         sfn = session.client("stepfunctions", region_name=REGION)
