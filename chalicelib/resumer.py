@@ -76,13 +76,20 @@ DELETE_INTERVAL_SECONDS = 0.5
 # A lease outlives its holder's deadline by this much: more than a send started just
 # before the deadline can take (3 attempts of 5 s connect + 10 s read, plus backoff).
 LEASE_MARGIN_SECONDS = 90.0
-# One process spends about 3 ms of CPU per token, most of it in botocore's signing
-# and parsing, and the GIL keeps it on one core: about 300 tokens/s on the one vCPU
+# One process spends about 3.5 ms of CPU per token, most of it in botocore's signing
+# and parsing, and the GIL keeps it on one core: about 280 tokens/s on the one vCPU
 # of a 1,769 MB function, short of the large regions' 500/s. So a machine's keys
-# fall in two shards, each drained under its own lease, and a backlog of a full
-# listing page or more is drained by one invocation per shard at once. Their two
-# limiters share the account's SendTask* bucket (AIMD converges to fair shares).
-SHARDS = 2
+# fall in three shards, each drained under its own lease, and a backlog of a full
+# listing page or more is drained by one invocation per shard at once. Three, not
+# two: two invocations would each need about 250/s, nearly all of a vCPU that one
+# Python process with threads cannot quite fill (measured: 70-92% of 500/s with two,
+# 86-99% with three, `python3 dev.py bench`). Their limiters share the account's
+# SendTask* bucket (AIMD converges to fair shares). Changing this number moves keys
+# between shards: while an earlier version (two shards) and this one drain the same
+# machine at once, during a deploy of sfn-pauser, a token can be sent by both. Step
+# Functions completes a task once, so no execution resumes twice, but the later send
+# meets TaskTimedOut and that token is reported expired although its execution went on.
+SHARDS = 3
 FAN_OUT_BACKLOG = 1000
 # Counting what is left of a backlog costs one listing per 1,000 tokens; past this
 # many the count stops (``remainingCapped``), so an API call answers in time.
