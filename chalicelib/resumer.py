@@ -84,8 +84,8 @@ LEASE_MARGIN_SECONDS = 90.0
 # two: two invocations would each need about 250/s, nearly all of a vCPU that one
 # Python process with threads cannot quite fill (the bench's projection from the
 # measured CPU: 540-630 tokens/s with two shards, 725-798 with three, `python3 dev.py
-# bench`; see docs/scale.md). Their limiters share the account's
-# SendTask* bucket (AIMD converges to fair shares). Changing this number moves keys
+# bench`; see docs/scale.md). Their limiters share the account's SendTask* bucket
+# (AIMD converges to fair shares). Changing this number moves keys
 # between shards: while an earlier version (two shards) and this one drain the same
 # machine at once, during a deploy of sfn-pauser, a token can be sent by both. Step
 # Functions completes a task once, so no execution resumes twice, but the later send
