@@ -163,6 +163,17 @@ class MemoryS3:
     def exists(self, bucket: str, key: str) -> bool:
         return key in self._bucket(bucket)[0]
 
+    def drop(self, bucket: str, keys: list[str]) -> None:
+        """Remove objects directly, as a delete made elsewhere would (no hook, no answer)."""
+        objects, listed = self._bucket(bucket)
+        with self._lock:
+            for key in keys:
+                if objects.pop(key, None) is not None:
+                    listed.remove(key)
+
+    def _removed(self, bucket: str, keys: list[str]) -> None:
+        """Called with the keys a DeleteObject or DeleteObjects removed; a subclass may keep track."""
+
     def _bucket(self, bucket: str) -> tuple[dict[str, _Object], SortedList]:
         found = self._buckets.get(bucket)
         if found is None:
@@ -233,6 +244,8 @@ class MemoryS3:
             if current is not None:
                 del objects[key]
                 keys.remove(key)
+        if current is not None:
+            self._removed(bucket, [key])
         return 204, {}, b""
 
     def _delete_objects(self, bucket: str, body: bytes) -> Answer:
@@ -242,10 +255,14 @@ class MemoryS3:
         quiet = (root.findtext(f"{S3_NS}Quiet") or "").lower() == "true"
         if len(wanted) > 1000:
             raise AwsError(400, "MalformedXML", "The XML you provided was not well-formed")
+        removed = []
         with self._lock:
             for key in wanted:
                 if objects.pop(key, None) is not None:
                     keys.remove(key)
+                    removed.append(key)
+        if removed:
+            self._removed(bucket, removed)
         deleted = "" if quiet else "".join(f"<Deleted><Key>{escape(key)}</Key></Deleted>" for key in wanted)
         return 200, {}, _xml(f'<DeleteResult xmlns="{S3_NS[1:-1]}">{deleted}</DeleteResult>')
 

@@ -11,6 +11,11 @@ for all of them, as they are in AWS:
   lease is how one invocation learns that another drains a shard, and it
   decides whether an invocation fans out or takes a shard, so a copy per
   process would let two processes drain one shard;
+- what the holder of a lease deleted (:class:`SharedObjects` again): it is
+  published before the lease is given back and applied to a process's copy
+  when it takes or renews a lease, so a shard drained in one process and
+  taken up later in another is seen there as real S3 would show it, without
+  the keys already resumed;
 - the count of invocations asked for and not yet finished, the time cap and
   when the last invocation ended (:class:`RunState`): the parent ends the run
   once nothing runs anywhere and nothing can be asked for any more.
@@ -22,6 +27,7 @@ processes when they start (shared memory and locks cannot travel in a queue).
 import math
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from multiprocessing.context import SpawnContext
 from multiprocessing.managers import SyncManager
@@ -95,11 +101,21 @@ class SharedObjects:
 
     def __init__(self, manager: SyncManager, context: SpawnContext) -> None:
         self._objects = manager.dict()
+        self._gone = manager.list()  # (process, [(bucket, key), ...]): the deletes each process published
         self._lock = context.Lock()
 
     def clear(self) -> None:
         with self._lock:
             self._objects.clear()
+            del self._gone[:]
+
+    def publish(self, process: str, deleted: list[tuple[str, str]]) -> None:
+        """Record the objects a process deleted in its own copy, for the others to apply."""
+        self._gone.append((process, deleted))
+
+    def gone_since(self, seen: int) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The batches of deletes published after the first ``seen``."""
+        return list(self._gone[seen:])
 
     def handle(self, operation: str, key: str, body: bytes, headers: Any) -> Answer:
         with self._lock:
@@ -139,6 +155,10 @@ class SharingS3(MemoryS3):
         self.shared_calls = 0
         self.written: set[str] = set()  # shared keys this process wrote (a lease it took)
         self._count_lock = threading.Lock()
+        self._process = uuid.uuid4().hex  # which batches of deletes are this copy's own
+        self._deleted: list[tuple[str, str]] = []  # deleted here and not yet published
+        self._seen = 0  # batches of deletes already applied (or published) here
+        self._sync_lock = threading.Lock()
 
     def handle(self, operation: str, request: Any, body: bytes) -> Answer:
         parts = urlsplit(request.url)
@@ -146,7 +166,11 @@ class SharingS3(MemoryS3):
         if key.startswith(self._shared_prefixes):
             if operation not in self.SHARED_OPERATIONS:
                 raise NotImplementedError(f"the bench shares no {operation} of {key!r} between processes")
+            if operation == "DeleteObject":
+                self.sync()  # a lease given back: what was deleted under it first
             answer = self._shared.handle(operation, key, body, request.headers)
+            if operation == "PutObject":
+                self.sync()  # a lease taken or renewed: what the others deleted first
             with self._count_lock:
                 self.shared_calls += 1
                 if operation == "PutObject":
@@ -157,6 +181,25 @@ class SharingS3(MemoryS3):
         ):
             raise NotImplementedError("the bench does not list the objects it shares between processes")
         return super().handle(operation, request, body)
+
+    def sync(self) -> None:
+        """Publish the deletes made in this copy, then apply those the other processes published."""
+        with self._sync_lock:
+            with self._count_lock:
+                mine, self._deleted = self._deleted, []
+            if mine:
+                self._shared.publish(self._process, mine)
+            batches = self._shared.gone_since(self._seen)
+            self._seen += len(batches)
+            for process, deleted in batches:
+                if process == self._process:
+                    continue
+                for bucket in {bucket for bucket, _ in deleted}:
+                    self.drop(bucket, [key for each, key in deleted if each == bucket])
+
+    def _removed(self, bucket: str, keys: list[str]) -> None:
+        with self._count_lock:
+            self._deleted.extend((bucket, key) for key in keys)
 
     @staticmethod
     def _query_prefix(query: str) -> str:

@@ -183,6 +183,33 @@ def test_processes_share_the_leases_and_keep_their_own_copy_of_everything_else()
         assert one.s3.written == {"t/_c/leases/M.json"} and not other.s3.written
 
 
+def test_a_lease_taken_after_another_process_gave_it_back_sees_what_that_process_deleted():
+    # Each process has its own copy of the backlog. Without this, a shard drained in one
+    # process and taken up later in another (a continuation's small-backlog pass takes
+    # every free lease) was resent there from a copy real S3 would no longer show.
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        shared = SharedObjects(manager, context)
+        one, other = (MemoryAws(latency=0) for _ in range(2))
+        for aws in (one, other):
+            aws.s3 = SharingS3(shared, ("t/_c/leases/",))
+            aws.s3.create_bucket(BUCKET)
+            for name in ("1", "2", "3"):
+                aws.s3.put(BUCKET, f"t/M/{name}.json", b"held")
+        s3, s3_other = one.session().client("s3"), other.session().client("s3")
+        lease = s3.put_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", Body=b"one", IfNoneMatch="*")
+        s3.delete_object(Bucket=BUCKET, Key="t/M/1.json")
+        s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "t/M/2.json"}], "Quiet": True})
+
+        # Not given back yet: the other copy is as it was.
+        assert other.s3.keys(BUCKET, "t/M/") == ["t/M/1.json", "t/M/2.json", "t/M/3.json"]
+        s3.delete_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", IfMatch=lease["ETag"])
+        s3_other.put_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", Body=b"other", IfNoneMatch="*")
+
+        assert other.s3.keys(BUCKET, "t/M/") == ["t/M/3.json"]
+        assert one.s3.keys(BUCKET, "t/M/") == ["t/M/3.json"]
+
+
 def test_an_answered_token_is_refused_as_aws_does_and_counted_as_a_duplicate(memory):
     memory.sfn.wait(["t1"])
     sfn = memory.session().client("stepfunctions")
