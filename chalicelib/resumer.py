@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -61,6 +61,9 @@ from chalicelib.store import (
     shard_of,
     utf8_size,
 )
+
+_K = TypeVar("_K")
+_R = TypeVar("_R")
 
 # The token is alive but the saved output cannot be sent (AWS answers InvalidOutput for
 # output that is not JSON, ValidationException for output over 256 KiB): fail the Task
@@ -427,11 +430,18 @@ class Resumer:
         report = ResumeReport()
         leases: dict[int, tuple[str, str]] = {}
         busy = 0
+        # A small backlog's pass wants every shard: their leases are taken at once, one
+        # round trip instead of one per shard (a large one's first lease decides the rest).
+        taking = (
+            _at_once(lambda shard: self._store.lease(machine, self._owner, seconds, shard), order)
+            if fan_out is None
+            else None
+        )
         for shard in order:
             if leases and fan_out is not None and self._hand(machine, shard, fan_out):
                 continue
             try:
-                lease = self._store.lease(machine, self._owner, seconds, shard)
+                lease = taking[shard].result() if taking else self._store.lease(machine, self._owner, seconds, shard)
             except (ClientError, BotoCoreError) as error:
                 # The shard stays held, for the hand-on (or the sweep): as a token kept.
                 code = _code(error)
@@ -459,8 +469,8 @@ class Resumer:
             part = self._resume(machine, held, deadline, None, None, None, leased=True, honour_holds=honour_holds)
         finally:
             if part is None or not part.keep_lease:
-                for lease in leases.values():
-                    self._store.release_lease(lease)
+                for released in _at_once(self._store.release_lease, list(leases.values())).values():
+                    released.result()
         if part.out_of_time or part.keep_lease:
             # Claimed tokens are their claimers' (or, once a claim is stale, the sweep's).
             part.remaining += skipped.count
@@ -808,6 +818,22 @@ class _Skipped:
 def _collect(done: set[Future[Outcome]], report: ResumeReport) -> None:
     for future in done:
         report.add(future.result())
+
+
+def _at_once(call: Callable[[_K], _R], items: list[_K]) -> dict[_K, "Future[_R]"]:
+    """``call`` for each item in threads of its own, so a few round trips take the time of one."""
+    if len(items) < 2:
+        done: dict[_K, Future[_R]] = {}
+        for item in items:
+            future: Future[_R] = Future()
+            try:
+                future.set_result(call(item))
+            except Exception as error:  # handed to the caller, as a thread's would be
+                future.set_exception(error)
+            done[item] = future
+        return done
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return {item: pool.submit(call, item) for item in items}
 
 
 def _shard_order(first: int | None) -> list[int]:

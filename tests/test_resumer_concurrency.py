@@ -159,6 +159,30 @@ def test_a_small_backlog_drains_every_shard_in_one_invocation(plain_aws):
     assert sends.duplicates() == 0
 
 
+def test_a_small_backlog_takes_and_gives_back_its_leases_at_once(plain_aws):
+    # One round trip for the shards' leases, not one per shard: each lease call waits
+    # at a barrier that only all of them together can pass, so calls made one after
+    # another would break it (and the pass would find no lease).
+    hold(container(), 12)
+    services = container()
+    barriers = {"PutObject": threading.Barrier(SHARDS, timeout=5), "DeleteObject": threading.Barrier(SHARDS, timeout=5)}
+    crossed: list[str] = []
+
+    def at_the_barrier(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if "/leases/" in params.get("Key", "") and model.name in barriers:
+            barriers[model.name].wait()
+            crossed.append(model.name)
+
+    services.clients.s3().meta.events.register("before-parameter-build.s3", at_the_barrier)
+    with counting_sends() as sends:
+        report = services.resumer.resume(MACHINE, Deadline(30), exclusive=True)
+
+    assert report.resumed == 12 and report.remaining == 0
+    assert sends.duplicates() == 0
+    assert sorted(crossed) == ["DeleteObject"] * SHARDS + ["PutObject"] * SHARDS
+    assert not any(barrier.broken for barrier in barriers.values())
+
+
 def test_resumes_oldest_first(plain_aws):
     services = container()
     tokens = hold(services, 30)
