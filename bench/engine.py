@@ -27,7 +27,11 @@ What the processes share and what they do not (bench/shared.py):
   its copy (real S3 would show them until their own drain deleted them). The
   drain leases are the exception: they are shared, since a lease is how one
   invocation learns that another drains a shard, and decides whether it fans
-  out or takes a shard; copied, two processes could drain one shard.
+  out or takes a shard; copied, two processes could drain one shard. And what a
+  lease's holder deleted travels with the lease: a process that takes it applies
+  those deletes to its copy first, so a shard drained in one process and taken
+  up later in another (a continuation's small-backlog pass takes every free
+  lease) is not sent again from a copy real S3 would no longer show.
 - Step Functions is a copy per process too (its waiting tokens, answers,
   control-plane quotas); the SendTask* token bucket is one for all, as the
   quota is per account and region. The quota-changing thread runs in the parent.
