@@ -13,9 +13,10 @@ for all of them, as they are in AWS:
   process would let two processes drain one shard;
 - what the holder of a lease deleted (:class:`SharedObjects` again): it is
   published before the lease is given back and applied to a process's copy
-  when it takes or renews a lease, so a shard drained in one process and
-  taken up later in another is seen there as real S3 would show it, without
-  the keys already resumed;
+  whenever it reads, takes or renews a lease, so a shard drained in one
+  process and taken up later in another (or a token there claimed after a
+  lease check) is seen as real S3 would show it, without the keys already
+  resumed;
 - the count of invocations asked for and not yet finished, the time cap and
   when the last invocation ended (:class:`RunState`): the parent ends the run
   once nothing runs anywhere and nothing can be asked for any more.
@@ -166,11 +167,13 @@ class SharingS3(MemoryS3):
         if key.startswith(self._shared_prefixes):
             if operation not in self.SHARED_OPERATIONS:
                 raise NotImplementedError(f"the bench shares no {operation} of {key!r} between processes")
-            if operation == "DeleteObject":
-                self.sync()  # a lease given back: what was deleted under it first
+            # Before a lease is given back, what was deleted under it is published; when
+            # one is read (a claimer checking it), taken or renewed, what the others
+            # published is applied first, so no token they resumed is read here again.
+            self.sync()
             answer = self._shared.handle(operation, key, body, request.headers)
             if operation == "PutObject":
-                self.sync()  # a lease taken or renewed: what the others deleted first
+                self.sync()
             with self._count_lock:
                 self.shared_calls += 1
                 if operation == "PutObject":

@@ -204,10 +204,17 @@ def test_a_lease_taken_after_another_process_gave_it_back_sees_what_that_process
         # Not given back yet: the other copy is as it was.
         assert other.s3.keys(BUCKET, "t/M/") == ["t/M/1.json", "t/M/2.json", "t/M/3.json"]
         s3.delete_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", IfMatch=lease["ETag"])
-        s3_other.put_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", Body=b"other", IfNoneMatch="*")
-
+        # A claimer's look at the lease (a tail after a drain) already sees them gone...
+        assert error_of(s3_other.get_object, Bucket=BUCKET, Key="t/_c/leases/M#0.json") == ("NoSuchKey", 404)
         assert other.s3.keys(BUCKET, "t/M/") == ["t/M/3.json"]
-        assert one.s3.keys(BUCKET, "t/M/") == ["t/M/3.json"]
+        # ...and so does a drain that takes the lease up.
+        s3_other.put_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", Body=b"other", IfNoneMatch="*")
+        s3_other.delete_object(Bucket=BUCKET, Key="t/M/3.json")
+        s3_other.delete_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json")
+        # `one` has not looked at a lease since: its copy is as it was, until it takes the lease.
+        assert s3.head_object(Bucket=BUCKET, Key="t/M/3.json")
+        s3.put_object(Bucket=BUCKET, Key="t/_c/leases/M#0.json", Body=b"one again", IfNoneMatch="*")
+        assert one.s3.keys(BUCKET, "t/M/") == []
 
 
 def test_an_answered_token_is_refused_as_aws_does_and_counted_as_a_duplicate(memory):
