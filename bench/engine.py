@@ -766,6 +766,26 @@ def _stolen_share(before: list[int] | None, after: list[int] | None) -> float | 
     return spent[7] / total if total > 0 else None
 
 
+def host_speed(calls: int = 400) -> float:
+    """Milliseconds of CPU one botocore GetObject costs here, single-threaded, against the in-memory AWS.
+
+    Steal does not show every slow host: on this 2-core VM the same work has
+    cost up to 1.4 times as much at one hour as at another with steal near 0
+    (a neighbour's use of the shared caches, or the host's clock). Every figure
+    of the run moves with it, so the report prints it at the start and the end.
+    """
+    aws = MemoryAws(latency=0)
+    aws.s3.create_bucket(BUCKET)
+    aws.s3.put(BUCKET, "speed.json", b'{"taskToken": "t"}', "application/json")
+    s3 = aws.session().client("s3")
+    for _ in range(calls // 4):  # warm: the first calls load models and fill caches
+        s3.get_object(Bucket=BUCKET, Key="speed.json")["Body"].read()
+    started = time.process_time()
+    for _ in range(calls):
+        s3.get_object(Bucket=BUCKET, Key="speed.json")["Body"].read()
+    return (time.process_time() - started) / calls * 1000
+
+
 def _change_quota(
     bucket: SharedTokenBucket, scenario: Scenario, started: float, boundaries: list[tuple[float, float]]
 ) -> None:

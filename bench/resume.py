@@ -391,11 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     credentials = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
     with mock.patch.dict(os.environ, credentials):
         os.environ.pop("AWS_ENDPOINT_URL", None)
+        at_start = engine.host_speed()
+        print(f"host speed: one botocore GetObject costs {at_start:.2f} ms of CPU here (single thread)", flush=True)
         if scenarios:
             engine.run(scenarios, targets, engine.QUICK_SERIAL_N if args.quick else engine.SERIAL_N)
         if moto:
             run_moto(args, moto, targets)
+        at_end = engine.host_speed()
     print(targets.report())
+    print(
+        f"host speed: {at_start:.2f} ms per GetObject at the start, {at_end:.2f} at the end "
+        "(every figure above is slower on a slower host; see engine.host_speed)"
+    )
     return 1 if targets.failed else 0
 
 
