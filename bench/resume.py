@@ -398,11 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         if moto:
             run_moto(args, moto, targets)
         at_end = engine.host_speed()
-    print(targets.report())
     print(
         f"host speed: {at_start:.2f} ms per GetObject at the start, {at_end:.2f} at the end "
-        "(every figure above is slower on a slower host; see engine.host_speed)"
+        "(every figure is slower on a slower host; see engine.host_speed)"
     )
+    print(targets.report())
     return 1 if targets.failed else 0
 
 
