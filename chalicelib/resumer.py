@@ -822,17 +822,7 @@ def _collect(done: set[Future[Outcome]], report: ResumeReport) -> None:
 
 def _at_once(call: Callable[[_K], _R], items: list[_K]) -> dict[_K, "Future[_R]"]:
     """``call`` for each item in threads of its own, so a few round trips take the time of one."""
-    if len(items) < 2:
-        done: dict[_K, Future[_R]] = {}
-        for item in items:
-            future: Future[_R] = Future()
-            try:
-                future.set_result(call(item))
-            except Exception as error:  # handed to the caller, as a thread's would be
-                future.set_exception(error)
-            done[item] = future
-        return done
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
         return {item: pool.submit(call, item) for item in items}
 
 
