@@ -162,7 +162,7 @@ def test_a_small_backlog_drains_every_shard_in_one_invocation(plain_aws):
 def test_a_small_backlog_takes_and_gives_back_its_leases_at_once(plain_aws):
     # One round trip for the shards' leases, not one per shard: each lease call waits
     # at a barrier that only all of them together can pass, so calls made one after
-    # another would break it (and the pass would find no lease).
+    # another break it after 5 s, and the resume fails with BrokenBarrierError.
     hold(container(), 12)
     services = container()
     barriers = {"PutObject": threading.Barrier(SHARDS, timeout=5), "DeleteObject": threading.Barrier(SHARDS, timeout=5)}
