@@ -86,7 +86,7 @@ LEASE_MARGIN_SECONDS = 90.0
 # listing page or more is drained by one invocation per shard at once. Three, not
 # two: two invocations would each need about 250/s, nearly all of a vCPU that one
 # Python process with threads cannot quite fill (the bench's projection from the
-# measured CPU: 540-630 tokens/s with two shards, 725-798 with three, `python3 dev.py
+# measured CPU: 540-630 tokens/s with two shards, 725-849 with three, `python3 dev.py
 # bench`; see docs/scale.md). Their limiters share the account's SendTask* bucket
 # (AIMD converges to fair shares). Changing this number moves keys
 # between shards: while an earlier version (two shards) and this one drain the same
